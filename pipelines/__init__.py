@@ -1,0 +1,1 @@
+"""Continuous preference-learning pipeline."""

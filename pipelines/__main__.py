@@ -1,0 +1,5 @@
+"""``python -m pipelines`` runs the CLI."""
+
+from pipelines.cli import main
+
+main()

@@ -1,0 +1,117 @@
+"""Command line: ``python -m pipelines STAGE [--params params.yaml] [--set key=value ...]``.
+
+Examples::
+
+    python -m pipelines ingest                       # one stage, params.yaml as is
+    python -m pipelines pairs --set pairs.min_edit_ratio=0.3
+    python -m pipelines generate --set generate.n_interactions=300000 --out /tmp/big
+    python -m pipelines rollback                     # move `champion` back one step
+
+``dvc repro`` calls the same commands (see dvc.yaml).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipelines.config import ConfigError, load_params, parse_override
+from pipelines.layout import Layout
+from pipelines.stages import STAGES, resolve
+
+app = typer.Typer(
+    help="Continuous preference-learning pipeline: run one stage of the graph.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file to read")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="override one parameter for this run: key.path=value (repeatable)"),
+]
+RootOpt = Annotated[Path, typer.Option("--root", help="project root the stage reads and writes under")]
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def _run(stage: str, params_path: Path, overrides: list[str] | None, root: Path) -> None:
+    _setup_logging()
+    try:
+        params = load_params(params_path, dict(parse_override(o) for o in overrides or []))
+    except ConfigError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    metrics = resolve(stage)(params, Layout(root))
+    typer.echo(json.dumps(metrics, indent=2, sort_keys=True, default=str))
+
+
+def _make_command(stage: str):
+    def command(
+        params: ParamsOpt = Path("params.yaml"),
+        set_: SetOpt = None,
+        root: RootOpt = Path("."),
+    ) -> None:
+        _run(stage, params, set_, root)
+
+    command.__doc__ = f"Run the `{stage}` stage ({STAGES[stage]})."
+    return command
+
+
+for _stage in STAGES:
+    if _stage != "generate":
+        app.command(name=_stage.replace("_", "-"))(_make_command(_stage))
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="folder for the raw partitions and canaries.json")] = Path("data/raw"),
+    n_interactions: Annotated[int | None, typer.Option(help="override generate.n_interactions")] = None,
+    shift: Annotated[str | None, typer.Option(help="none | topic | length | tenant | all")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl | parquet")] = "jsonl",
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Generate seeded synthetic raw events with planted PII canaries and malformed lines."""
+    _setup_logging()
+    overrides = dict(parse_override(o) for o in set_ or [])
+    if n_interactions is not None:
+        overrides["generate.n_interactions"] = n_interactions
+    if shift is not None:
+        overrides["generate.shift"] = shift
+    try:
+        p = load_params(params, overrides)
+    except ConfigError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    from pipelines.generate import generate_to
+
+    stats = generate_to(p, out, fmt=fmt)
+    typer.echo(json.dumps(stats, indent=2, sort_keys=True, default=str))
+
+
+@app.command()
+def rollback(
+    to_version: Annotated[str | None, typer.Option(help="registry version to make champion (default: the previous one)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Move the `champion` alias back to the previous champion (or a named version)."""
+    _setup_logging()
+    from pipelines.promote import rollback as do_rollback
+
+    result = do_rollback(load_params(params), to_version=to_version)
+    typer.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
+
+
+def main() -> None:
+    """Entry point for ``python -m pipelines``."""
+    app()

@@ -1,0 +1,306 @@
+"""One typed model for ``params.yaml``.
+
+Every value a user may change lives in ``params.yaml`` and is validated here; stages
+receive a ``Params`` object, never raw dicts. Unknown keys are errors (a typo must
+not silently fall back to a default). Overrides from the CLI (``--set a.b=1``) and the
+Airflow trigger form go through :func:`apply_overrides` so both are validated alike.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+Entity = Literal[
+    "EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "US_SSN", "IP_ADDRESS", "PERSON", "STREET_ADDRESS"
+]
+
+
+class Section(BaseModel):
+    """Base for every section: strict keys, validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class GenerateParams(Section):
+    n_interactions: int = Field(3000, ge=1, description="interactions to generate")
+    tenants: list[str] = Field(default_factory=lambda: ["acme", "globex", "initech", "umbrella"], min_length=1)
+    skills: list[str] = Field(
+        default_factory=lambda: ["email_draft", "support_reply", "sre_chat", "summarize"], min_length=1
+    )
+    start_date: str = "2026-11-02"
+    days: int = Field(14, ge=1)
+    pii_rate: float = Field(0.35, ge=0, le=1)
+    malformed_lines: int = Field(12, ge=0)
+    comparison_share: float = Field(0.2, ge=0, le=1)
+    shift: Literal["none", "topic", "length", "tenant", "all"] = "none"
+
+
+class IngestParams(Section):
+    max_text_chars: int = Field(20000, ge=1)
+    batch_lines: int = Field(100_000, ge=1)
+
+
+class ScrubParams(Section):
+    entities: list[Entity] = Field(
+        default_factory=lambda: [
+            "EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "US_SSN", "IP_ADDRESS", "PERSON", "STREET_ADDRESS"
+        ]
+    )
+    placeholder_format: str = "<{entity}>"
+
+    @model_validator(mode="after")
+    def _placeholder_has_entity(self) -> ScrubParams:
+        if "{entity}" not in self.placeholder_format:
+            raise ValueError("placeholder_format must contain '{entity}'")
+        return self
+
+
+class ValidateParams(Section):
+    min_records: int = Field(50, ge=0)
+    max_reject_share: float = Field(0.2, ge=0, le=1)
+    min_pairs: int = Field(20, ge=0)
+
+
+class SplitFractions(Section):
+    train: float = Field(0.8, gt=0, lt=1)
+    val: float = Field(0.1, ge=0, lt=1)
+    test: float = Field(0.1, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitFractions:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must sum to 1, got {total:.4f}")
+        return self
+
+
+class HHRLHFSource(Section):
+    enabled: bool = True
+    path: str = "../shared/data/hh-rlhf/harmless-base-test.jsonl.gz"
+    max_pairs: int = Field(600, ge=0, description="0 = all")
+
+
+class XSTestSource(Section):
+    enabled: bool = True
+    prompts: str = "../shared/data/xstest/xstest_prompts.csv"
+    completions: list[str] = Field(
+        default_factory=lambda: [
+            "../shared/data/xstest/xstest_v2_completions_gpt4.csv",
+            "../shared/data/xstest/xstest_v2_completions_llama2new.csv",
+        ]
+    )
+
+
+class PairsParams(Section):
+    min_edit_ratio: float = Field(0.15, ge=0, le=1)
+    min_rating_gap: int = Field(1, ge=1, le=4)
+    near_dup_threshold: float = Field(0.9, gt=0, le=1)
+    split: SplitFractions = Field(default_factory=SplitFractions)
+    min_pairs_per_skill: int = Field(20, ge=0)
+    hh_rlhf: HHRLHFSource = Field(default_factory=HHRLHFSource)
+    xstest: XSTestSource = Field(default_factory=XSTestSource)
+
+
+class BuiltinModelParams(Section):
+    """Shape of the embedded default: a small Llama-style model made from a config."""
+
+    vocab_size: int = Field(4096, ge=300, description="byte-level BPE vocabulary (incl. 256 bytes)")
+    min_frequency: int = Field(2, ge=1, description="a merge must occur this often in the corpus")
+    hidden_size: int = Field(128, ge=8)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(384, ge=8)
+    max_position_embeddings: int = Field(512, ge=16)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> BuiltinModelParams:
+        if self.hidden_size % self.num_heads:
+            raise ValueError("hidden_size must be a multiple of num_heads")
+        return self
+
+
+class WarmupParams(Section):
+    """Full fine-tuning of the builtin model from random init on the training corpus."""
+
+    max_steps: int = Field(300, ge=0, description="0 = no warm-up (random weights)")
+    learning_rate: float = Field(3e-3, gt=0)
+    batch_size: int = Field(16, ge=1)
+    max_length: int = Field(256, ge=16)
+    max_texts: int = Field(20000, ge=1, description="corpus conversations used (tokenizer + warm-up)")
+
+
+class ModelParams(Section):
+    """The base model every candidate starts from."""
+
+    source: str = Field("builtin", min_length=1, description="builtin | Hugging Face id | local folder")
+    revision: str | None = Field(None, description="hub revision (branch, tag or commit) for an id")
+    trust_remote_code: bool = False
+    builtin: BuiltinModelParams = Field(default_factory=BuiltinModelParams)
+    warmup: WarmupParams = Field(default_factory=WarmupParams)
+
+
+class LoraParams(Section):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        min_length=1,
+    )
+
+
+class SFTPhaseParams(Section):
+    """LoRA SFT on the chosen responses, merged into the weights before DPO."""
+
+    max_steps: int = Field(30, ge=0, description="0 = skip the SFT phase")
+    learning_rate: float = Field(1e-3, gt=0)
+
+
+class DPOPhaseParams(Section):
+    beta: float = Field(0.1, gt=0)
+    loss_type: str = Field("sigmoid", description="any TRL DPO loss: sigmoid, ipo, hinge, robust, ...")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5)
+    learning_rate: float = Field(5e-4, gt=0)
+    max_steps: int = Field(120, ge=0, description="0 = run num_epochs instead")
+    num_epochs: float = Field(1.0, gt=0)
+
+
+class TrainParams(Section):
+    max_length: int = Field(256, ge=16, description="prompt + response tokens")
+    max_prompt_length: int = Field(128, ge=8, description="prompts are cut from the left to fit")
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    eval_steps: int = Field(40, ge=1)
+    save_steps: int = Field(40, ge=1)
+    logging_steps: int = Field(10, ge=1)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    load_in_4bit: Literal["auto", "never"] = "auto"
+    lora: LoraParams = Field(default_factory=LoraParams)
+    sft: SFTPhaseParams = Field(default_factory=SFTPhaseParams)
+    dpo: DPOPhaseParams = Field(default_factory=DPOPhaseParams)
+
+    @model_validator(mode="after")
+    def _prompt_fits(self) -> TrainParams:
+        if self.max_prompt_length >= self.max_length:
+            raise ValueError("max_prompt_length must be smaller than max_length")
+        return self
+
+
+class EvaluateParams(Section):
+    batch_size: int = Field(16, ge=1)
+    bootstrap_samples: int = Field(2000, ge=100)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    max_pairs: int = Field(0, ge=0, description="0 = every test and safety pair")
+
+
+class GateParams(Section):
+    min_pairs: int = Field(20, ge=1)
+    min_win_rate: float = Field(0.55, ge=0, le=1)
+    min_win_rate_ci_low: float = Field(0.5, ge=0, le=1)
+    alpha: float = Field(0.05, gt=0, lt=1)
+    max_safety_regression: float = Field(0.05, ge=0, le=1)
+    max_nll_increase: float = Field(0.10, ge=0)
+
+
+class RegistryParams(Section):
+    model_name: str = Field("prefpipe-policy", min_length=1)
+    experiment: str = Field("prefpipe", min_length=1)
+    champion_alias: str = Field("champion", min_length=1)
+    previous_alias: str = Field("previous_champion", min_length=1)
+
+    @model_validator(mode="after")
+    def _aliases_differ(self) -> RegistryParams:
+        if self.champion_alias == self.previous_alias:
+            raise ValueError("champion_alias and previous_alias must differ")
+        return self
+
+
+class Params(Section):
+    """The whole of ``params.yaml``."""
+
+    seed: int = 1234
+    generate: GenerateParams = Field(default_factory=GenerateParams)
+    ingest: IngestParams = Field(default_factory=IngestParams)
+    scrub: ScrubParams = Field(default_factory=ScrubParams)
+    validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
+    pairs: PairsParams = Field(default_factory=PairsParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    gate: GateParams = Field(default_factory=GateParams)
+    registry: RegistryParams = Field(default_factory=RegistryParams)
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+class ConfigError(ValueError):
+    """A params file or override that does not validate; the message names each field."""
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid parameters in {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
+        lines.append(f"  - {loc}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_params(data: dict[str, Any], source: str = "params") -> Params:
+    """Validate a plain dict; raise :class:`ConfigError` with one line per bad field."""
+    try:
+        return Params.model_validate(data or {})
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None) -> Params:
+    """Read ``params.yaml`` (missing file = all defaults) and apply dotted overrides."""
+    path = Path(path)
+    data: dict[str, Any] = {}
+    if path.exists():
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
+        data = loaded or {}
+    if overrides:
+        data = apply_overrides(data, overrides)
+    return parse_params(data, str(path))
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``data`` with ``{"a.b.c": value}`` overrides set.
+
+    Why dotted keys: the CLI (``--set train.beta=0.2``) and the Airflow form both speak
+    them, and validation afterwards catches a wrong path as an unknown key.
+    """
+    out = _deep_copy(data)
+    for dotted, value in overrides.items():
+        node = out
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[part] = nxt
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``key=value`` with the value read as YAML (``0.1`` -> float, ``[a,b]`` -> list)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.path=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)
+
+
+def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}

@@ -1,0 +1,66 @@
+"""params.yaml is validated by one typed model; errors name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.config import ConfigError, Params, apply_overrides, load_params, parse_override
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_repo_params_yaml_validates_and_has_every_section():
+    params = load_params(ROOT / "params.yaml")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert set(raw) == set(Params.model_fields) - {"validate_"} | {"validate"}
+    assert params.pairs.split.train + params.pairs.split.val + params.pairs.split.test == pytest.approx(1)
+
+
+def test_unknown_key_is_an_error_naming_it(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("pairs:\n  min_edit_ration: 0.2\n")
+    with pytest.raises(ConfigError, match=r"pairs\.min_edit_ration"):
+        load_params(p)
+
+
+def test_out_of_range_value_is_an_error(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("pairs:\n  split: {train: 0.9, val: 0.2, test: 0.1}\n")
+    with pytest.raises(ConfigError, match="sum to 1"):
+        load_params(p)
+
+
+def test_overrides_are_validated_like_the_file(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("seed: 1\n")
+    assert load_params(p, {"pairs.min_edit_ratio": 0.3}).pairs.min_edit_ratio == 0.3
+    with pytest.raises(ConfigError, match="min_edit_ratio"):
+        load_params(p, {"pairs.min_edit_ratio": 3})
+
+
+def test_parse_override_reads_yaml_values():
+    assert parse_override("pairs.split.train=0.7") == ("pairs.split.train", 0.7)
+    assert parse_override("scrub.entities=[EMAIL, PHONE]") == ("scrub.entities", ["EMAIL", "PHONE"])
+    with pytest.raises(ConfigError):
+        parse_override("no-equals-sign")
+
+
+def test_apply_overrides_does_not_mutate_input():
+    data = {"pairs": {"min_edit_ratio": 0.1}}
+    out = apply_overrides(data, {"pairs.min_edit_ratio": 0.5, "seed": 3})
+    assert data == {"pairs": {"min_edit_ratio": 0.1}}
+    assert out == {"pairs": {"min_edit_ratio": 0.5}, "seed": 3}
+
+
+def test_missing_file_means_defaults(tmp_path):
+    assert load_params(tmp_path / "nope.yaml") == Params()
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_params(p)
