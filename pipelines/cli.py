@@ -22,7 +22,7 @@ import typer
 
 from pipelines.config import ConfigError, load_params, parse_override
 from pipelines.layout import Layout
-from pipelines.stages import STAGES, resolve
+from pipelines.stages import STAGE_HELP, STAGES, resolve
 
 app = typer.Typer(
     help="Continuous preference-learning pipeline: run one stage of the graph.",
@@ -63,7 +63,7 @@ def _make_command(stage: str):
     ) -> None:
         _run(stage, params, set_, root)
 
-    command.__doc__ = f"Run the `{stage}` stage ({STAGES[stage]})."
+    command.__doc__ = STAGE_HELP.get(stage, f"Run the `{stage}` stage.")
     return command
 
 
@@ -110,6 +110,27 @@ def rollback(
 
     result = do_rollback(load_params(params), to_version=to_version)
     typer.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
+
+
+@app.command()
+def audit(
+    paths: Annotated[list[Path], typer.Argument(help="files or folders to search")],
+    canaries: Annotated[Path, typer.Option(help="canaries.json listing the PII values to look for")] = Path(
+        "data/raw/canaries.json"
+    ),
+) -> None:
+    """Search files (Parquet cells included) for canary PII values; exit 1 on any hit.
+
+    Prints where each hit is and its entity type, never the value itself.
+    """
+    from pipelines.audit import load_canaries, scan
+
+    hits, n_files = scan(paths, load_canaries(canaries))
+    for hit in hits:
+        typer.echo(f"LEAK {hit.entity} (canary #{hit.canary_index}) in {hit.path}")
+    typer.echo(f"audit: {n_files} files scanned, {len(hits)} canary hits")
+    if hits:
+        raise typer.Exit(1)
 
 
 def main() -> None:

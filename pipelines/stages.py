@@ -33,6 +33,21 @@ STAGES: dict[str, str] = {
 }
 """In pipeline order. ``generate`` is not part of dvc.yaml: it makes the bundled sample."""
 
+STAGE_HELP: dict[str, str] = {
+    "generate": "Generate seeded synthetic raw events.",
+    "ingest": "Validate, dedupe and join raw events; quarantine bad lines with a reason.",
+    "scrub": "Replace PII in every free-text field with typed placeholders.",
+    "validate": "Great Expectations suite on the scrubbed records (critical failures stop the run).",
+    "pairs": "Build preference pairs, dedupe them, split by thread, remove leakage.",
+    "validate_pairs": "Great Expectations suite on the preference pairs.",
+    "base_model": "Build the base model (builtin: tokenizer + small Llama + SFT warm-up; or a HF model).",
+    "train": "LoRA SFT then DPO on the train split; tracked in MLflow.",
+    "evaluate": "Candidate vs champion on held-out and safety pairs, with paired statistics and a report.",
+    "gate": "Apply the promotion rubric to the evaluation; write the verdict with every reason.",
+    "promote": "Register the candidate; move the `champion` alias when the gate passed.",
+    "drift": "This week's events vs the reference window: tabular and embedding drift.",
+}
+
 
 def resolve(name: str) -> StageFn:
     """Import and return the stage function for ``name``."""

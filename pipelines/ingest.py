@@ -1,0 +1,520 @@
+"""Ingest: raw event partitions -> one joined, typed record per feedback event.
+
+Reads every ``*.jsonl``, ``*.jsonl.gz`` and ``*.parquet`` file under the raw folder (daily
+partitions, in name order), validates each line against the event contract in
+:mod:`pipelines.schemas`, drops replays by ``event_id`` (the first occurrence wins), and
+joins feedback to its interaction and output(s). Every line that is not accepted goes to
+the quarantine with a reason code, so ``lines_in == accepted + quarantined`` always holds.
+
+Memory is bounded by ``ingest.batch_lines``: valid events are flushed to Parquet parts
+in a scratch folder per batch, and the join runs on lazy scans of those parts. The
+quarantine keeps no raw text (the raw line stays in ``data/raw``): a hash, the position,
+and a PII-scrubbed excerpt.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+import pyarrow.parquet as pq
+
+from pipelines.config import Params
+from pipelines.io import write_json_atomic, write_parquet_atomic
+from pipelines.layout import Layout
+from pipelines.schemas import (
+    COMMON_FIELDS,
+    EVENT_TYPES,
+    FEEDBACK_TYPES,
+    RECORD_SCHEMA,
+    REJECT_SCHEMA,
+    RejectReason,
+)
+
+log = logging.getLogger(__name__)
+
+RAW_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
+EXCERPT_CHARS = 160
+"""Characters of a rejected line kept (after PII scrubbing) so a person can see what it was."""
+EXCERPT_SCRUB_BYTES = 4096
+RATING_RANGE = (1, 5)
+
+Invalid = tuple[RejectReason, str]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _require_str(obj: dict[str, Any], name: str) -> Invalid | None:
+    value = obj.get(name)
+    if value is None:
+        return RejectReason.MISSING_FIELD, f"missing required field '{name}'"
+    if not isinstance(value, str):
+        return RejectReason.WRONG_TYPE, f"field '{name}' must be a string, got {type(value).__name__}"
+    if not value.strip():
+        return RejectReason.INVALID_VALUE, f"field '{name}' is empty"
+    return None
+
+
+def _optional_str(obj: dict[str, Any], name: str) -> Invalid | None:
+    value = obj.get(name)
+    if value is not None and not isinstance(value, str):
+        return RejectReason.WRONG_TYPE, f"field '{name}' must be a string, got {type(value).__name__}"
+    return None
+
+
+def _check_text_len(obj: dict[str, Any], names: tuple[str, ...], max_chars: int) -> Invalid | None:
+    for name in names:
+        value = obj.get(name)
+        if isinstance(value, str) and len(value) > max_chars:
+            return RejectReason.TEXT_TOO_LONG, f"field '{name}' has {len(value)} chars (max {max_chars})"
+    return None
+
+
+def parse_ts(value: str) -> int | None:
+    """ISO-8601 with a zone -> microseconds since the epoch (UTC); None when invalid or naive."""
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        return None
+    return int(dt.timestamp() * 1_000_000)
+
+
+def _check_interaction(obj: dict[str, Any]) -> Invalid | None:
+    bad = _require_str(obj, "prompt") or _optional_str(obj, "context")
+    if bad:
+        return bad
+    turn = obj.get("turn")
+    if turn is not None and (not isinstance(turn, int) or isinstance(turn, bool)):
+        return RejectReason.WRONG_TYPE, f"field 'turn' must be an integer, got {type(turn).__name__}"
+    if isinstance(turn, int) and turn < 0:
+        return RejectReason.INVALID_VALUE, "field 'turn' is negative"
+    return None
+
+
+def _check_output(obj: dict[str, Any]) -> Invalid | None:
+    for name in ("output_id", "text", "policy_id"):
+        bad = _require_str(obj, name)
+        if bad:
+            return bad
+    return _optional_str(obj, "model_version")
+
+
+def _check_feedback(obj: dict[str, Any]) -> Invalid | None:
+    kind = obj.get("feedback_type")
+    if kind is None:
+        return RejectReason.MISSING_FIELD, "missing required field 'feedback_type'"
+    if kind not in FEEDBACK_TYPES:
+        return RejectReason.UNKNOWN_FEEDBACK_TYPE, "feedback_type is not one of " + "|".join(FEEDBACK_TYPES)
+    if kind == "comparison":
+        ids = obj.get("output_ids")
+        if ids is None:
+            return RejectReason.MISSING_FIELD, "missing required field 'output_ids'"
+        if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+            return RejectReason.WRONG_TYPE, "field 'output_ids' must be a list of strings"
+        if len(ids) != 2 or ids[0] == ids[1]:
+            return RejectReason.INVALID_VALUE, "field 'output_ids' must name two distinct outputs"
+        bad = _require_str(obj, "preferred_output_id")
+        if bad:
+            return bad
+        if obj["preferred_output_id"] not in ids:
+            return RejectReason.INVALID_VALUE, "preferred_output_id is not one of output_ids"
+        return None
+    bad = _require_str(obj, "output_id")
+    if bad:
+        return bad
+    if kind == "edit":
+        return _require_str(obj, "edited_text")
+    if kind == "rating":
+        rating = obj.get("rating")
+        if rating is None:
+            return RejectReason.MISSING_FIELD, "missing required field 'rating'"
+        if not isinstance(rating, int) or isinstance(rating, bool):
+            return RejectReason.WRONG_TYPE, f"field 'rating' must be an integer, got {type(rating).__name__}"
+        if not RATING_RANGE[0] <= rating <= RATING_RANGE[1]:
+            return RejectReason.INVALID_VALUE, f"field 'rating' must be in {RATING_RANGE[0]}..{RATING_RANGE[1]}"
+    return None
+
+
+_TYPE_CHECKS = {"interaction": _check_interaction, "output": _check_output, "feedback": _check_feedback}
+_TEXT_FIELDS = ("prompt", "context", "text", "edited_text")
+
+
+def validate_event(obj: Any, max_text_chars: int) -> Invalid | None:
+    """Check one decoded event against the contract; None when it is valid.
+
+    Why a hand-written check and not a schema library: each failure needs a stable
+    reason code and a detail that names the field but never echoes its value (values
+    may hold PII, and the quarantine must not).
+    """
+    if not isinstance(obj, dict):
+        return RejectReason.NOT_AN_OBJECT, f"line is a JSON {type(obj).__name__}, not an object"
+    for name in COMMON_FIELDS:
+        bad = _require_str(obj, name)
+        if bad:
+            return bad
+    if obj["event_type"] not in EVENT_TYPES:
+        return RejectReason.UNKNOWN_EVENT_TYPE, "event_type is not one of " + "|".join(EVENT_TYPES)
+    if parse_ts(obj["ts"]) is None:
+        return RejectReason.BAD_TIMESTAMP, "field 'ts' is not ISO-8601 with a time zone"
+    return _check_text_len(obj, _TEXT_FIELDS, max_text_chars) or _TYPE_CHECKS[obj["event_type"]](obj)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class RawLine:
+    """One unit of input: a JSONL line (bytes) or a Parquet row (already a dict)."""
+
+    source_file: str
+    line_no: int
+    raw: bytes
+    obj: Any = None
+    decoded: bool = False
+
+
+def iter_raw(raw_dir: Path) -> Iterator[RawLine | tuple[str, str]]:
+    """Yield every input line in a stable order; an unreadable file yields (file, detail)."""
+    files = sorted(p for p in raw_dir.rglob("*") if p.is_file() and p.name.endswith(RAW_SUFFIXES))
+    for path in files:
+        rel = str(path.relative_to(raw_dir))
+        if path.name.endswith(".parquet"):
+            yield from _iter_parquet(path, rel)
+        else:
+            yield from _iter_jsonl(path, rel)
+
+
+def _iter_jsonl(path: Path, rel: str) -> Iterator[RawLine | tuple[str, str]]:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            for line_no, line in enumerate(fh, start=1):
+                yield RawLine(rel, line_no, line.rstrip(b"\r\n"))
+    except (OSError, EOFError) as err:
+        yield rel, f"cannot read file: {type(err).__name__}"
+
+
+def _iter_parquet(path: Path, rel: str) -> Iterator[RawLine | tuple[str, str]]:
+    try:
+        pf = pq.ParquetFile(path)
+        line_no = 0
+        for batch in pf.iter_batches(batch_size=50_000):
+            for row in batch.to_pylist():
+                line_no += 1
+                row = {k: v for k, v in row.items() if v is not None}
+                if isinstance(row.get("ts"), datetime):
+                    row["ts"] = row["ts"].isoformat()
+                yield RawLine(rel, line_no, orjson.dumps(row, default=str), row, True)
+    except Exception as err:
+        yield rel, f"cannot read Parquet file: {type(err).__name__}"
+
+
+def decode_line(line: RawLine) -> tuple[Any, Invalid | None]:
+    """Bytes -> JSON value, or the reason it is not one."""
+    if line.decoded:
+        return line.obj, None
+    if not line.raw.strip():
+        return None, (RejectReason.EMPTY_LINE, "empty line")
+    try:
+        text = line.raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return None, (RejectReason.INVALID_UTF8, f"invalid UTF-8 at byte {err.start}")
+    try:
+        return orjson.loads(text), None
+    except orjson.JSONDecodeError:
+        return None, (RejectReason.INVALID_JSON, "not valid JSON (truncated or malformed)")
+
+
+# --------------------------------------------------------------------------- batching
+
+_PART_COLUMNS: dict[str, dict[str, pl.DataType]] = {
+    "interaction": {
+        "event_id": pl.String(), "ts": pl.Int64(), "tenant_id": pl.String(), "skill": pl.String(),
+        "thread_id": pl.String(), "interaction_id": pl.String(), "turn": pl.Int32(),
+        "prompt": pl.String(), "context": pl.String(), "source_file": pl.String(), "line_no": pl.Int64(),
+    },
+    "output": {
+        "event_id": pl.String(), "tenant_id": pl.String(), "interaction_id": pl.String(),
+        "output_id": pl.String(), "text": pl.String(), "policy_id": pl.String(),
+        "model_version": pl.String(), "source_file": pl.String(), "line_no": pl.Int64(),
+    },
+    "feedback": {
+        "event_id": pl.String(), "ts": pl.Int64(), "tenant_id": pl.String(),
+        "interaction_id": pl.String(), "feedback_type": pl.String(), "output_id": pl.String(),
+        "other_output_id": pl.String(), "rating": pl.Int8(), "edited_text": pl.String(),
+        "source_file": pl.String(), "line_no": pl.Int64(),
+    },
+}
+
+
+def _feedback_row(obj: dict[str, Any]) -> dict[str, Any]:
+    if obj["feedback_type"] == "comparison":
+        preferred = obj["preferred_output_id"]
+        other = next(i for i in obj["output_ids"] if i != preferred)
+        return {"output_id": preferred, "other_output_id": other}
+    return {"output_id": obj["output_id"], "rating": obj.get("rating"), "edited_text": obj.get("edited_text")}
+
+
+def to_part_row(obj: dict[str, Any], line: RawLine) -> dict[str, Any]:
+    """Project a valid event onto its type's part columns (unknown fields are dropped)."""
+    kind = obj["event_type"]
+    row = {name: obj.get(name) for name in _PART_COLUMNS[kind]}
+    row["source_file"], row["line_no"] = line.source_file, line.line_no
+    if "ts" in row:
+        row["ts"] = parse_ts(obj["ts"])
+    if kind == "interaction":
+        row["turn"] = obj.get("turn") or 0
+    if kind == "feedback":
+        row.update(_feedback_row(obj))
+    return row
+
+
+@dataclass
+class Collector:
+    """Accumulates valid events per type and flushes them to Parquet parts."""
+
+    scratch: Path
+    batch_lines: int
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {k: [] for k in _PART_COLUMNS})
+    parts: int = 0
+    pending: int = 0
+
+    def add(self, kind: str, row: dict[str, Any]) -> None:
+        self.rows[kind].append(row)
+        self.pending += 1
+        if self.pending >= self.batch_lines:
+            self.flush()
+
+    def flush(self) -> None:
+        for kind, rows in self.rows.items():
+            if rows:
+                df = pl.DataFrame(rows, schema=_PART_COLUMNS[kind], orient="row")
+                df.write_parquet(self.scratch / f"{kind}-{self.parts:05d}.parquet")
+                rows.clear()
+        self.parts += 1
+        self.pending = 0
+
+    def scan(self, kind: str) -> pl.LazyFrame:
+        files = sorted(self.scratch.glob(f"{kind}-*.parquet"))
+        if not files:
+            return pl.LazyFrame(schema=_PART_COLUMNS[kind])
+        return pl.scan_parquet(files)
+
+
+# --------------------------------------------------------------------------- join
+
+
+def join_records(interactions: pl.LazyFrame, outputs: pl.LazyFrame, feedback: pl.LazyFrame) -> tuple[
+    pl.LazyFrame, pl.LazyFrame
+]:
+    """Join feedback to its interaction and output(s); return (records, orphan rejects).
+
+    A feedback row is an orphan when its interaction or any output it names never
+    arrived, or arrived for another tenant (pairs must never cross tenants).
+    """
+    inter = interactions.select(
+        "interaction_id",
+        pl.col("tenant_id").alias("i_tenant"), "skill", "thread_id", "turn", "prompt", "context",
+        pl.col("event_id").alias("i_event"),
+    )
+    out = outputs.select(
+        "output_id", pl.col("interaction_id").alias("o_interaction"), pl.col("text").alias("output_text"),
+        "policy_id", "model_version", pl.col("event_id").alias("o_event"),
+    )
+    other = out.select(
+        pl.col("output_id").alias("other_output_id"), pl.col("o_interaction").alias("x_interaction"),
+        pl.col("output_text").alias("other_output_text"), pl.col("o_event").alias("x_event"),
+    )
+    joined = (
+        feedback.join(inter, on="interaction_id", how="left")
+        .join(out, on="output_id", how="left")
+        .join(other, on="other_output_id", how="left")
+    )
+    is_comparison = pl.col("feedback_type") == "comparison"
+    ok = (
+        pl.col("i_event").is_not_null()
+        & (pl.col("i_tenant") == pl.col("tenant_id"))
+        & pl.col("o_event").is_not_null()
+        & (pl.col("o_interaction") == pl.col("interaction_id"))
+        & (~is_comparison | (pl.col("x_event").is_not_null() & (pl.col("x_interaction") == pl.col("interaction_id"))))
+    )
+    records = joined.filter(ok).select(
+        "event_id",
+        pl.col("ts").cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
+        "tenant_id", "skill", "thread_id", "interaction_id", "turn", "prompt", "context",
+        "feedback_type", "output_id", "output_text", "policy_id", "model_version", "rating",
+        "edited_text", "other_output_id", "other_output_text",
+        pl.concat_list(
+            pl.col("i_event"), pl.col("o_event"), pl.col("x_event"), pl.col("event_id")
+        ).list.drop_nulls().alias("source_event_ids"),
+    )
+    orphans = joined.filter(~ok.fill_null(False)).select(
+        "source_file", "line_no", "event_id", pl.lit("feedback").alias("event_type"),
+        pl.when(pl.col("i_event").is_null()).then(pl.lit("interaction never arrived"))
+        .when(pl.col("i_tenant") != pl.col("tenant_id")).then(pl.lit("tenant differs from its interaction's"))
+        .otherwise(pl.lit("an output it names never arrived for this interaction")).alias("detail"),
+    )
+    return records, orphans
+
+
+def orphan_outputs(interactions: pl.LazyFrame, outputs: pl.LazyFrame) -> pl.LazyFrame:
+    """Outputs whose interaction never arrived (or belongs to another tenant)."""
+    inter = interactions.select("interaction_id", pl.col("tenant_id").alias("i_tenant"))
+    return (
+        outputs.join(inter, on="interaction_id", how="left")
+        .filter(pl.col("i_tenant").is_null() | (pl.col("i_tenant") != pl.col("tenant_id")))
+        .select("source_file", "line_no", "event_id", pl.lit("output").alias("event_type"),
+                pl.lit("interaction never arrived for this tenant").alias("detail"))
+    )
+
+
+# --------------------------------------------------------------------------- stage
+
+
+def _excerpt(raw: bytes, entities: list[str], placeholder_format: str) -> str:
+    """A short, PII-scrubbed view of a rejected line (lazy import: pii loads resources)."""
+    from pipelines.pii import scrub_text
+
+    # scrub a wider window first, then cut: a cut made before scrubbing could leave half
+    # of a card number that no longer looks like one
+    text = raw[:EXCERPT_SCRUB_BYTES].decode("utf-8", errors="replace")
+    return scrub_text(text, entities, placeholder_format)[0][:EXCERPT_CHARS]
+
+
+@dataclass
+class RejectLog:
+    """The quarantine being built, plus its counts by reason."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def add(self, *, source_file: str, line_no: int, raw: bytes, reason: RejectReason | str, detail: str,
+            excerpt: str, event_id: str | None = None, event_type: str | None = None) -> None:
+        self.counts[str(reason)] += 1
+        self.rows.append({
+            "source_file": source_file, "line_no": line_no, "raw_sha256": hashlib.sha256(raw).hexdigest(),
+            "event_id": event_id, "event_type": event_type, "reason": str(reason), "detail": detail,
+            "excerpt": excerpt,
+        })
+
+
+def _safe_str(obj: Any, name: str) -> str | None:
+    value = obj.get(name) if isinstance(obj, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def read_events(raw_dir: Path, scratch: Path, params: Params) -> tuple[Collector, RejectLog, dict[str, Any]]:
+    """Parse and validate every input line; valid events go to parts, the rest to rejects."""
+    collector = Collector(scratch, params.ingest.batch_lines)
+    rejects = RejectLog()
+    seen_event: set[str] = set()
+    seen_key: dict[str, set[str]] = {"interaction": set(), "output": set()}
+    lines_in = 0
+    by_type: Counter[str] = Counter()
+    excerpt_args = (list(params.scrub.entities), params.scrub.placeholder_format)
+    for item in iter_raw(raw_dir):
+        lines_in += 1
+        if isinstance(item, tuple):
+            rejects.add(source_file=item[0], line_no=0, raw=item[0].encode(), reason=RejectReason.UNREADABLE_FILE,
+                        detail=item[1], excerpt="")
+            continue
+        obj, bad = decode_line(item)
+        bad = bad or validate_event(obj, params.ingest.max_text_chars)
+        if bad is None:
+            kind = obj["event_type"]
+            key = obj["interaction_id"] if kind == "interaction" else obj.get("output_id")
+            if obj["event_id"] in seen_event:
+                bad = RejectReason.DUPLICATE_EVENT_ID, "event_id seen before (replay)"
+            elif kind in seen_key and key in seen_key[kind]:
+                bad = RejectReason.INVALID_VALUE, f"a second {kind} event for the same {kind} id"
+        if bad is not None:
+            rejects.add(source_file=item.source_file, line_no=item.line_no, raw=item.raw, reason=bad[0],
+                        detail=bad[1], excerpt=_excerpt(item.raw, *excerpt_args),
+                        event_id=_safe_str(obj, "event_id"), event_type=_safe_str(obj, "event_type"))
+            continue
+        seen_event.add(obj["event_id"])
+        if kind in seen_key:
+            seen_key[kind].add(key)
+        by_type[kind] += 1
+        collector.add(kind, to_part_row(obj, item))
+        if lines_in % 250_000 == 0:
+            log.info("ingest: %d lines read, %d quarantined so far", lines_in, len(rejects.rows))
+    collector.flush()
+    return collector, rejects, {"lines_in": lines_in, "valid_by_type": dict(by_type)}
+
+
+def _late_rejects(frame: pl.DataFrame, reason: RejectReason, raw_dir: Path, rejects: RejectLog,
+                  params: Params) -> int:
+    """Add rejects found only after the join (orphans), re-reading their raw lines for the hash."""
+    if frame.is_empty():
+        return 0
+    wanted = {(r["source_file"], r["line_no"]): r for r in frame.iter_rows(named=True)}
+    excerpt_args = (list(params.scrub.entities), params.scrub.placeholder_format)
+    for item in iter_raw(raw_dir):
+        if isinstance(item, tuple):
+            continue
+        row = wanted.pop((item.source_file, item.line_no), None)
+        if row is not None:
+            rejects.add(source_file=item.source_file, line_no=item.line_no, raw=item.raw, reason=reason,
+                        detail=row["detail"], excerpt=_excerpt(item.raw, *excerpt_args),
+                        event_id=row["event_id"], event_type=row["event_type"])
+        if not wanted:
+            break
+    return frame.height
+
+
+def run(params: Params, layout: Layout) -> dict[str, Any]:
+    """The ingest stage: write ``records.parquet``, ``rejects.parquet`` and ``metrics/ingest.json``."""
+    start = time.perf_counter()
+    raw_dir = layout.raw_dir
+    if not raw_dir.is_dir():
+        raise FileNotFoundError(f"raw event folder {raw_dir} does not exist; run `python -m pipelines generate`")
+    layout.ingested_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".ingest-", dir=layout.ingested_dir))
+    try:
+        collector, rejects, stats = read_events(raw_dir, scratch, params)
+        inter, outs, fb = collector.scan("interaction"), collector.scan("output"), collector.scan("feedback")
+        records, orphan_fb = join_records(inter, outs, fb)
+        orphans = _late_rejects(
+            orphan_outputs(inter, outs).collect(), RejectReason.ORPHAN_OUTPUT, raw_dir, rejects, params
+        ) + _late_rejects(orphan_fb.collect(), RejectReason.ORPHAN_FEEDBACK, raw_dir, rejects, params)
+        records = records.sort("ts", "event_id").select(
+            [pl.col(c).cast(t) for c, t in RECORD_SCHEMA.items()]
+        )
+        write_parquet_atomic(records, layout.records)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    reject_df = pl.DataFrame(rejects.rows, schema=REJECT_SCHEMA, orient="row").sort("source_file", "line_no")
+    write_parquet_atomic(reject_df, layout.rejects)
+    n_records = pl.scan_parquet(layout.records).select(pl.len()).collect().item()
+    quarantined = sum(rejects.counts.values())
+    accepted = sum(stats["valid_by_type"].values()) - orphans
+    if accepted + quarantined != stats["lines_in"]:  # a bug, never bad input: stop loudly
+        raise RuntimeError(f"ingest lost lines: {stats['lines_in']} in != {accepted} + {quarantined}")
+    metrics = {
+        "lines_in": stats["lines_in"],
+        "accepted": accepted,
+        "quarantined": quarantined,
+        "quarantined_by_reason": dict(sorted(rejects.counts.items())),
+        "valid_by_type": stats["valid_by_type"],
+        "records_out": n_records,
+    }
+    write_json_atomic(layout.metrics("ingest"), metrics)
+    log.info("ingest: %d lines -> %d records, %d quarantined in %.1fs", stats["lines_in"], n_records,
+             quarantined, time.perf_counter() - start)
+    return metrics

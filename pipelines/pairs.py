@@ -1,0 +1,354 @@
+"""Pairs: scrubbed feedback records (+ public sets) -> train/val/test/safety preference pairs.
+
+Where pairs come from (one row per pair, ``PAIR_SCHEMA``):
+
+- ``edit``: chosen = the user's edited text, rejected = the model's original, only when
+  the edit is substantive (at least ``pairs.min_edit_ratio`` of the words changed);
+- ``rating``: two outputs of one interaction rated at least ``min_rating_gap`` apart;
+- ``comparison``: the preferred of two drafts shown side by side vs the other one;
+- ``accept_reject``: an accepted and a rejected output of the same interaction;
+- ``public`` (hh-rlhf) and ``safety`` (xstest), through :mod:`pipelines.public_sources`.
+
+Then: exact duplicates (same ``pair_id``) and near-duplicates (MinHash estimate of the
+Jaccard similarity of word 3-shingles above ``near_dup_threshold``, within a tenant) are
+removed; every pair lies inside one tenant by construction (all joins are on the
+interaction); splits are drawn per (tenant, thread) from a seeded hash, so a
+conversation never lands in two splits and adding new weeks never moves old threads;
+training pairs whose prompt or content also appears in val/test/safety are removed.
+Skills with fewer than ``min_pairs_per_skill`` training pairs are reported, not dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from pipelines.config import PairsParams, Params
+from pipelines.io import write_json_atomic, write_parquet_atomic
+from pipelines.layout import Layout
+from pipelines.public_sources import hh_rlhf_pairs, xstest_pairs
+from pipelines.schemas import MESSAGE, PAIR_SCHEMA, SPLITS
+
+log = logging.getLogger(__name__)
+
+MINHASH_PERMUTATIONS = 32
+LSH_BANDS = 8  # 8 bands x 4 rows: a pair at Jaccard 0.9 becomes a candidate with p > 0.999
+_WORD = r"[^\p{L}\p{N}<>_]+"
+
+# ----------------------------------------------------------------------------- event pairs
+
+
+def _messages() -> pl.Expr:
+    """Chat messages for a record: the context as a system turn (when present), then the user."""
+    user = pl.struct(pl.lit("user").alias("role"), pl.col("prompt").alias("content"))
+    system = pl.struct(pl.lit("system").alias("role"), pl.col("context").alias("content"))
+    return (
+        pl.when(pl.col("context").is_null() | (pl.col("context").str.strip_chars() == ""))
+        .then(pl.concat_list(user))
+        .otherwise(pl.concat_list(system, user))
+        .cast(pl.List(MESSAGE))
+        .alias("prompt")
+    )
+
+
+def _words(col: str) -> pl.Expr:
+    return pl.col(col).str.to_lowercase().str.replace_all(_WORD, " ").str.strip_chars().str.split(" ")
+
+
+_PAIR_BASE = ("tenant_id", "skill", "thread_id")
+
+
+def _select_pair(chosen: str, rejected: str, pair_type: str, ids: pl.Expr) -> list[pl.Expr]:
+    return [
+        pl.col("prompt"), pl.col(chosen).alias("chosen"), pl.col(rejected).alias("rejected"),
+        pl.lit(pair_type).alias("pair_type"), pl.lit("events").alias("source"),
+        *[pl.col(c) for c in _PAIR_BASE], ids.alias("source_event_ids"), pl.col("ts"),
+    ]
+
+
+def event_pairs(records: pl.LazyFrame, p: PairsParams) -> pl.LazyFrame:
+    """All four kinds of pairs from joined, scrubbed feedback records."""
+    rec = records.with_columns(_messages())
+    ids = pl.col("source_event_ids")
+
+    edits = (
+        rec.filter(pl.col("feedback_type") == "edit")
+        .with_columns(_words("edited_text").alias("_a"), _words("output_text").alias("_b"))
+        .with_columns(
+            (1 - pl.col("_a").list.set_intersection("_b").list.len()
+             / pl.col("_a").list.set_union("_b").list.len()).alias("_change")
+        )
+        .filter(pl.col("_change") >= p.min_edit_ratio)
+        .select(_select_pair("edited_text", "output_text", "edit", ids))
+    )
+    comparisons = rec.filter(pl.col("feedback_type") == "comparison").select(
+        _select_pair("output_text", "other_output_text", "comparison", ids)
+    )
+
+    def _by_interaction(left: pl.LazyFrame, right: pl.LazyFrame, cond: pl.Expr, kind: str) -> pl.LazyFrame:
+        joined = left.join(right, on=["interaction_id", "tenant_id"], suffix="_r").filter(
+            (pl.col("output_id") != pl.col("output_id_r")) & cond
+        )
+        return joined.select(
+            _select_pair("output_text", "output_text_r", kind,
+                         pl.concat_list("source_event_ids", "source_event_ids_r").list.unique(maintain_order=True))
+        )
+
+    rated = rec.filter(pl.col("feedback_type") == "rating")
+    ratings = _by_interaction(rated, rated, (pl.col("rating") - pl.col("rating_r")) >= p.min_rating_gap, "rating")
+    accepted = rec.filter(pl.col("feedback_type") == "accept")
+    rejected = rec.filter(pl.col("feedback_type") == "reject")
+    accept_reject = _by_interaction(accepted, rejected, pl.lit(True), "accept_reject")
+
+    return pl.concat([edits, comparisons, ratings, accept_reject], how="vertical_relaxed").filter(
+        (pl.col("chosen") != pl.col("rejected"))
+        & (pl.col("chosen").str.strip_chars() != "")
+        & (pl.col("rejected").str.strip_chars() != "")
+    )
+
+
+# ----------------------------------------------------------------------------- public pairs
+
+
+def _stable_fraction(seed: int, key: str) -> float:
+    """A uniform number in [0, 1) from a seeded hash: stable across runs, machines and versions."""
+    digest = hashlib.blake2b(f"{seed}\x1f{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def public_pairs(params: Params, stats: Counter[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(hh-rlhf pairs, xstest safety pairs), PII-scrubbed like our own text."""
+    p = params.pairs
+    hh = pl.DataFrame(schema={**_PAIR_COLUMNS_NO_ID})
+    if p.hh_rlhf.enabled:
+        rows = list(hh_rlhf_pairs(p.hh_rlhf.path, stats))
+        if p.hh_rlhf.max_pairs:
+            threads = sorted({r["thread_id"] for r in rows}, key=lambda t: _stable_fraction(params.seed, t))
+            # whole dialogues only, so a thread is never cut in two
+            keep: set[str] = set()
+            count = Counter(r["thread_id"] for r in rows)
+            total = 0
+            for t in threads:
+                if total >= p.hh_rlhf.max_pairs:
+                    break
+                keep.add(t)
+                total += count[t]
+            rows = [r for r in rows if r["thread_id"] in keep]
+        hh = pl.DataFrame(rows, schema=_PAIR_COLUMNS_NO_ID, orient="row")
+    safety = pl.DataFrame(schema={**_PAIR_COLUMNS_NO_ID})
+    if p.xstest.enabled:
+        safety = pl.DataFrame(
+            list(xstest_pairs(p.xstest.prompts, p.xstest.completions, stats)), schema=_PAIR_COLUMNS_NO_ID, orient="row"
+        )
+    return _scrub_pairs(hh, params), _scrub_pairs(safety, params)
+
+
+_PAIR_COLUMNS_NO_ID = {k: v for k, v in PAIR_SCHEMA.items() if k not in ("pair_id", "split")}
+
+
+def _scrub_pairs(df: pl.DataFrame, params: Params) -> pl.DataFrame:
+    """Public text passes the same scrubber: processed data holds no PII whatever its source."""
+    if df.is_empty():
+        return df
+    from pipelines.pii import scrub_series
+
+    s = params.scrub
+    chosen, _ = scrub_series(df["chosen"], s.entities, s.placeholder_format)
+    rejected, _ = scrub_series(df["rejected"], s.entities, s.placeholder_format)
+    msgs = df.select(pl.col("prompt").alias("m"), pl.int_range(pl.len()).alias("_row")).explode("m").unnest("m")
+    content, _ = scrub_series(msgs["content"], s.entities, s.placeholder_format)
+    msgs = msgs.with_columns(content).group_by("_row", maintain_order=True).agg(
+        pl.struct("role", "content").alias("prompt")
+    )
+    return df.with_columns(chosen, rejected, msgs["prompt"].cast(pl.List(MESSAGE)))
+
+
+# ----------------------------------------------------------------------------- ids and dedup
+
+
+def pair_ids(df: pl.DataFrame) -> pl.Series:
+    """Content id: the same tenant, prompt, chosen and rejected always get the same id."""
+    prompts = [json.dumps(m, ensure_ascii=False, sort_keys=True) for m in df["prompt"].to_list()]
+    ids = [
+        hashlib.blake2b("\x1f".join((t, pr, c, r)).encode("utf-8"), digest_size=12).hexdigest()
+        for t, pr, c, r in zip(df["tenant_id"], prompts, df["chosen"], df["rejected"], strict=True)
+    ]
+    return pl.Series("pair_id", ids, dtype=pl.String)
+
+
+def _last_user() -> pl.Expr:
+    """The last message's words, normalised: the key for prompt-level leakage checks."""
+    return (
+        pl.col("prompt").list.eval(pl.element().struct.field("content")).list.last()
+        .str.to_lowercase().str.replace_all(_WORD, " ").str.strip_chars()
+    )
+
+
+def minhash_signatures(texts: pl.Series, seed: int, k: int = MINHASH_PERMUTATIONS) -> np.ndarray:
+    """MinHash signatures (n x k, uint64) of the word 3-shingles of each text.
+
+    Why vectorised: a Python loop over 10^7 shingles takes minutes; here words are
+    hashed once by polars, shingles are combined arithmetically and the k minima come
+    from ``np.minimum.reduceat``.
+    """
+    n = len(texts)
+    words = (
+        pl.DataFrame({"t": texts})
+        .with_row_index("doc")
+        .select("doc", pl.col("t").str.to_lowercase().str.replace_all(_WORD, " ").str.strip_chars().str.split(" "))
+        .explode("t")
+        .with_columns(pl.col("t").fill_null("").hash(seed=seed).alias("h"))
+    )
+    doc = words["doc"].to_numpy().astype(np.int64)
+    h = words["h"].to_numpy().astype(np.uint64)
+    with np.errstate(over="ignore"):
+        sh = h[:-2] * np.uint64(0x9E3779B97F4A7C15) + h[1:-1] * np.uint64(0xC2B2AE3D27D4EB4F) + h[2:]
+    same_doc = doc[:-2] == doc[2:]
+    # docs shorter than 3 words keep their word hashes as shingles
+    lengths = np.bincount(doc, minlength=n)
+    short = np.isin(doc, np.flatnonzero(lengths < 3))
+    shingles = np.concatenate([sh[same_doc], h[short]])
+    owner = np.concatenate([doc[:-2][same_doc], doc[short]])
+    order = np.argsort(owner, kind="stable")
+    shingles, owner = shingles[order], owner[order]
+    starts = np.searchsorted(owner, np.arange(n))
+    rng = np.random.default_rng(seed)
+    a = rng.integers(1, 2**63, size=k, dtype=np.uint64) | np.uint64(1)
+    b = rng.integers(0, 2**63, size=k, dtype=np.uint64)
+    sig = np.empty((n, k), dtype=np.uint64)
+    for i in range(k):
+        with np.errstate(over="ignore"):
+            perm = shingles * a[i] + b[i]
+        sig[:, i] = np.minimum.reduceat(perm, starts) if len(perm) else 0
+    return sig
+
+
+def near_duplicate_mask(df: pl.DataFrame, threshold: float, seed: int) -> np.ndarray:
+    """True for rows that are near-duplicates of an earlier row of the same tenant.
+
+    LSH on the MinHash signature finds candidates; a candidate is dropped when the
+    estimated Jaccard with its band's first row reaches ``threshold``.
+    """
+    n = df.height
+    drop = np.zeros(n, dtype=bool)
+    if n < 2:
+        return drop
+    text = df.select(
+        pl.concat_str(_last_user(), pl.col("chosen"), pl.col("rejected"), separator=" \x1f ")
+    ).to_series()
+    sig = minhash_signatures(text, seed)
+    tenant = df["tenant_id"].cast(pl.Categorical).to_physical().to_numpy().astype(np.uint64)
+    rows = MINHASH_PERMUTATIONS // LSH_BANDS
+    for band in range(LSH_BANDS):
+        block = sig[:, band * rows:(band + 1) * rows]
+        key = tenant.copy()
+        with np.errstate(over="ignore"):
+            for j in range(rows):
+                key = key * np.uint64(0x100000001B3) + block[:, j]
+        order = np.lexsort((np.arange(n), key))
+        sorted_key = key[order]
+        run_start = np.r_[True, sorted_key[1:] != sorted_key[:-1]]
+        first = order[np.maximum.accumulate(np.where(run_start, np.arange(n), 0))]
+        cand = np.flatnonzero(~run_start)
+        for idx in cand:
+            i, j = first[idx], order[idx]
+            if not drop[i] and (sig[i] == sig[j]).mean() >= threshold:
+                drop[j] = True
+    return drop
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def assign_splits(df: pl.DataFrame, p: PairsParams, seed: int) -> pl.Series:
+    """train/val/test per (tenant, thread), from a seeded hash of the thread key."""
+    keys = df.select(pl.concat_str("tenant_id", "thread_id", separator="\x1f")).to_series()
+    unique = keys.unique().to_list()
+    cut_val, cut_test = p.split.train, p.split.train + p.split.val
+    lookup = {}
+    for key in unique:
+        u = _stable_fraction(seed, key)
+        lookup[key] = "train" if u < cut_val else "val" if u < cut_test else "test"
+    return keys.replace_strict(lookup, return_dtype=pl.String).alias("split")
+
+
+def remove_leakage(train: pl.DataFrame, held_out: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """Drop training pairs whose prompt, or whose (chosen, rejected), also appears held out."""
+    if held_out.is_empty() or train.is_empty():
+        return train, 0
+    held = held_out.select(_last_user().alias("_p"), pl.concat_str("chosen", "rejected", separator="\x1f").alias("_c"))
+    t = train.with_columns(_last_user().alias("_p"), pl.concat_str("chosen", "rejected", separator="\x1f").alias("_c"))
+    leak = t["_p"].is_in(held["_p"].implode()) | t["_c"].is_in(held["_c"].implode())
+    return t.filter(~leak).drop("_p", "_c"), int(leak.sum())
+
+
+# ----------------------------------------------------------------------------- stage
+
+
+def build_pairs(records: pl.LazyFrame, params: Params) -> tuple[dict[str, pl.DataFrame], dict[str, Any]]:
+    """All the pair logic, without I/O: returns frames per split (and safety) and stats."""
+    p = params.pairs
+    stats: Counter[str] = Counter()
+    events = event_pairs(records, p).collect()
+    stats["event_pairs_raw"] = events.height
+    hh, safety = public_pairs(params, stats)
+    hh = hh.with_columns(pl.lit(None, dtype=events["ts"].dtype).alias("ts"))
+    pool = pl.concat([events, hh], how="diagonal_relaxed").sort("ts", "thread_id", nulls_last=True)
+    pool = pool.with_columns(pair_ids(pool))
+    before = pool.height
+    pool = pool.unique(subset="pair_id", keep="first", maintain_order=True)
+    stats["exact_duplicates_removed"] = before - pool.height
+    near = near_duplicate_mask(pool, p.near_dup_threshold, params.seed)
+    stats["near_duplicates_removed"] = int(near.sum())
+    pool = pool.filter(pl.Series(~near)).with_columns(assign_splits(pool.filter(pl.Series(~near)), p, params.seed))
+    safety = safety.with_columns(pair_ids(safety), pl.lit("safety").alias("split")).unique(
+        subset="pair_id", keep="first", maintain_order=True
+    )
+    out = {s: pool.filter(pl.col("split") == s) for s in SPLITS}
+    held = pl.concat([out["val"], out["test"], safety.with_columns(pl.lit(None, dtype=pool["ts"].dtype).alias("ts"))],
+                     how="diagonal_relaxed")
+    out["train"], stats["train_leakage_removed"] = remove_leakage(out["train"], held)
+    out["safety"] = safety
+    columns = list(PAIR_SCHEMA)
+    out = {k: v.select([pl.col(c).cast(t) for c, t in PAIR_SCHEMA.items()]).select(columns) for k, v in out.items()}
+    return out, _summarise(out, stats, p)
+
+
+def _summarise(out: dict[str, pl.DataFrame], stats: Counter[str], p: PairsParams) -> dict[str, Any]:
+    per_skill = out["train"].group_by("skill").len().sort("skill")
+    below = {r["skill"]: r["len"] for r in per_skill.iter_rows(named=True) if r["len"] < p.min_pairs_per_skill}
+    threads = {k: set(zip(v["tenant_id"], v["thread_id"], strict=True)) for k, v in out.items()}
+    overlap = sum(len(threads[a] & threads[b]) for a in SPLITS for b in SPLITS if a < b)
+    return {
+        "pairs": {k: v.height for k, v in out.items()},
+        "by_type": {
+            k: dict(sorted(Counter(v["pair_type"].to_list()).items())) for k, v in out.items()
+        },
+        "train_pairs_per_skill": {r["skill"]: r["len"] for r in per_skill.iter_rows(named=True)},
+        "skills_below_min": below,
+        "threads_in_two_splits": overlap,
+        "dropped": {k: v for k, v in sorted(stats.items()) if k != "event_pairs_raw"},
+        "event_pairs_raw": stats["event_pairs_raw"],
+    }
+
+
+def run(params: Params, layout: Layout) -> dict[str, Any]:
+    """The pairs stage: write ``data/pairs/{train,val,test,safety}.parquet`` and ``metrics/pairs.json``."""
+    start = time.perf_counter()
+    out, metrics = build_pairs(pl.scan_parquet(layout.scrubbed), params)
+    for split, frame in out.items():
+        dest = layout.safety_pairs if split == "safety" else layout.pairs_split(split)
+        write_parquet_atomic(frame, dest)
+    write_json_atomic(layout.metrics("pairs"), metrics)
+    if metrics["skills_below_min"]:
+        log.warning("pairs: skills below %d training pairs: %s", params.pairs.min_pairs_per_skill,
+                    metrics["skills_below_min"])
+    log.info("pairs: %s in %.1fs", metrics["pairs"], time.perf_counter() - start)
+    return metrics

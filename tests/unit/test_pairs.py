@@ -1,0 +1,206 @@
+"""Pair building: each source kind, dedup, tenant and thread isolation, leakage, stats."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipelines import pairs
+from pipelines.config import Params
+from pipelines.layout import Layout
+from pipelines.schemas import PAIR_SCHEMA, RECORD_SCHEMA
+
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+T0 = datetime(2026, 11, 10, 9, tzinfo=UTC)
+
+
+def rec(event_id: str, kind: str, *, iid: str = "i1", tenant: str = "acme", skill: str = "email_draft",
+        thread: str = "t1", prompt: str = "Write to the vendor about invoice 7", output_id: str = "o1",
+        output_text: str = "Dear vendor, the invoice will be paid on Friday.", **kw) -> dict:
+    row = {c: None for c in RECORD_SCHEMA}
+    row.update(event_id=event_id, ts=T0, tenant_id=tenant, skill=skill, thread_id=thread, interaction_id=iid,
+               turn=0, prompt=prompt, feedback_type=kind, output_id=output_id, output_text=output_text,
+               policy_id="p1", source_event_ids=[f"ev-{iid}", f"ev-{output_id}", event_id], **kw)
+    return row
+
+
+def frame(rows: list[dict]) -> pl.LazyFrame:
+    return pl.DataFrame(rows, schema=RECORD_SCHEMA, orient="row").lazy()
+
+
+def params_no_public(**pairs_kw) -> Params:
+    p = Params()
+    p.pairs.hh_rlhf.enabled = False
+    p.pairs.xstest.enabled = False
+    for k, v in pairs_kw.items():
+        setattr(p.pairs, k, v)
+    return p
+
+
+def test_edit_pairs_only_when_substantive():
+    rows = [
+        rec("f1", "edit", edited_text="Hello Sam, thanks for waiting. We will pay invoice 7 this Friday by wire."),
+        rec("f2", "edit", iid="i2", thread="t2", edited_text="Dear vendor, the invoice will be paid on Friday!"),
+    ]
+    out = pairs.event_pairs(frame(rows), Params().pairs).collect()
+    assert out.height == 1
+    row = out.row(0, named=True)
+    assert row["pair_type"] == "edit" and row["chosen"].startswith("Hello Sam")
+    assert row["rejected"] == "Dear vendor, the invoice will be paid on Friday."
+    assert row["prompt"] == [{"role": "user", "content": "Write to the vendor about invoice 7"}]
+
+
+def test_context_becomes_a_system_message():
+    rows = [rec("f1", "comparison", context="Vendor: Initech", other_output_id="o2", other_output_text="ok")]
+    out = pairs.event_pairs(frame(rows), Params().pairs).collect()
+    assert [m["role"] for m in out["prompt"][0]] == ["system", "user"]
+
+
+def test_rating_pairs_need_the_gap_and_the_same_interaction():
+    rows = [
+        rec("f1", "rating", output_id="oA", output_text="Detailed, specific answer.", rating=5),
+        rec("f2", "rating", output_id="oB", output_text="meh", rating=2),
+        rec("f3", "rating", output_id="oC", output_text="fine answer", rating=4),
+        rec("f4", "rating", iid="i2", thread="t2", output_id="oD", output_text="other prompt", rating=1),
+    ]
+    out = pairs.event_pairs(frame(rows), Params().pairs).collect()
+    got = sorted(zip(out["chosen"], out["rejected"], strict=True))
+    assert got == sorted([("Detailed, specific answer.", "meh"), ("Detailed, specific answer.", "fine answer"),
+                          ("fine answer", "meh")])
+    assert set(out["pair_type"]) == {"rating"}
+    p = Params().pairs
+    p.min_rating_gap = 2
+    assert pairs.event_pairs(frame(rows), p).collect().height == 2
+
+
+def test_comparison_and_accept_reject():
+    rows = [
+        rec("f1", "comparison", output_id="o1", output_text="preferred", other_output_id="o2",
+            other_output_text="other"),
+        rec("f2", "accept", iid="i2", thread="t2", output_id="o3", output_text="accepted draft"),
+        rec("f3", "reject", iid="i2", thread="t2", output_id="o4", output_text="rejected draft"),
+        rec("f4", "reject", iid="i3", thread="t3", output_id="o5", output_text="lonely reject"),
+    ]
+    out = pairs.event_pairs(frame(rows), Params().pairs).collect().sort("pair_type")
+    assert out.select("pair_type", "chosen", "rejected").rows() == [
+        ("accept_reject", "accepted draft", "rejected draft"),
+        ("comparison", "preferred", "other"),
+    ]
+    ar = out.filter(pl.col("pair_type") == "accept_reject")["source_event_ids"][0].to_list()
+    assert "f2" in ar and "f3" in ar
+
+
+def test_no_pair_crosses_tenants_even_with_a_shared_interaction_id():
+    rows = [
+        rec("f1", "accept", tenant="acme", output_id="o1", output_text="acme accepted"),
+        rec("f2", "reject", tenant="globex", output_id="o2", output_text="globex rejected"),
+    ]
+    assert pairs.event_pairs(frame(rows), Params().pairs).collect().height == 0
+
+
+def _many_threads(n: int, tenant: str = "acme", skill: str = "email_draft") -> list[dict]:
+    """n comparison records, two per thread, with distinct texts per (tenant, skill)."""
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
+    rows = []
+    for i in range(n):
+        w = " ".join(words[(i * 7 + j) % len(words)] + str(i * 31 + j) for j in range(30))
+        rows.append(rec(f"f{tenant}{i}", "comparison", iid=f"i{i}", tenant=tenant, skill=skill,
+                        thread=f"t{i // 2}", prompt=f"{tenant} {skill} question {i}: {w}", output_id=f"o{i}",
+                        output_text=f"good {tenant} answer {w}", other_output_id=f"x{i}",
+                        other_output_text=f"bad {skill} {i}"))
+    return rows
+
+
+def test_splits_are_by_thread_and_reproducible():
+    p = params_no_public()
+    out, stats = pairs.build_pairs(frame(_many_threads(400)), p)
+    threads = {s: set(out[s]["thread_id"]) for s in ("train", "val", "test")}
+    assert not (threads["train"] & threads["val"]) and not (threads["train"] & threads["test"])
+    assert not (threads["val"] & threads["test"])
+    assert stats["threads_in_two_splits"] == 0
+    n = sum(out[s].height for s in ("train", "val", "test"))
+    assert n == 400
+    assert 0.7 < out["train"].height / n < 0.9
+    again, _ = pairs.build_pairs(frame(_many_threads(400)), p)
+    assert all(out[s].equals(again[s]) for s in out)
+    for s, df in out.items():
+        assert dict(df.schema) == PAIR_SCHEMA, s
+        assert set(df["split"]) <= {s}
+
+
+def test_exact_and_near_duplicates_are_removed():
+    base = _many_threads(50)
+    dup = dict(base[0], event_id="dup-exact", interaction_id="i-dup")  # same content, other event
+    near = dict(base[1], event_id="dup-near", interaction_id="i-near", output_id="on",
+                other_output_text=base[1]["other_output_text"] + " thanks")  # one word more
+    out, stats = pairs.build_pairs(frame([*base, dup, near]), params_no_public())
+    assert stats["dropped"]["exact_duplicates_removed"] == 1
+    assert stats["dropped"]["near_duplicates_removed"] == 1
+    assert sum(v.height for k, v in out.items() if k != "safety") == 50
+
+
+def test_near_duplicate_mask_keeps_distinct_texts():
+    fox = "the quick brown fox jumps over the lazy dog again and again"
+    prompts = ["prompt number 0 about a topic"] * 2 + ["p2 other", "p3 more", "prompt number 0 about a topic"]
+    df = pl.DataFrame({
+        "tenant_id": ["a"] * 4 + ["b"],
+        "prompt": [[{"role": "user", "content": t}] for t in prompts],
+        "chosen": [fox, fox, "x y z", "p q r", fox],
+        "rejected": ["no"] * 5,
+    })
+    # rows 0 and 1 are identical (tenant a); row 4 is identical to them but in tenant b
+    mask = pairs.near_duplicate_mask(df, 0.9, seed=1)
+    assert mask.tolist() == [False, True, False, False, False]
+
+
+def test_minhash_estimates_jaccard():
+    a = " ".join(f"w{i}" for i in range(200))
+    b = " ".join(f"w{i}" for i in range(100)) + " " + " ".join(f"v{i}" for i in range(100))
+    sig = pairs.minhash_signatures(pl.Series([a, a, b]), seed=3, k=128)
+    assert (sig[0] == sig[1]).all()
+    est = (sig[0] == sig[2]).mean()
+    assert 0.2 < est < 0.5  # true Jaccard of the 3-shingle sets is 98/302 ~ 0.32
+    assert sig.dtype == np.uint64
+
+
+def test_training_pairs_that_leak_into_held_out_sets_are_removed():
+    train = pl.DataFrame({"prompt": [[{"role": "user", "content": "Same Prompt!"}], [{"role": "user", "content": "b"}]],
+                          "chosen": ["c1", "c2"], "rejected": ["r1", "r2"]})
+    held = pl.DataFrame({"prompt": [[{"role": "user", "content": "same prompt"}]], "chosen": ["x"], "rejected": ["y"]})
+    kept, removed = pairs.remove_leakage(train, held)
+    assert removed == 1 and kept["chosen"].to_list() == ["c2"]
+
+
+def test_skills_below_minimum_are_reported_not_dropped():
+    rows = _many_threads(300) + _many_threads(6, tenant="globex", skill="rare_skill")
+    out, stats = pairs.build_pairs(frame(rows), params_no_public(min_pairs_per_skill=20))
+    assert "rare_skill" in stats["skills_below_min"]
+    assert "email_draft" not in stats["skills_below_min"]
+    assert sum((v["skill"] == "rare_skill").sum() for v in out.values()) == 6
+
+
+@pytest.mark.skipif(not (SHARED / "hh-rlhf").exists(), reason="../shared/data not present")
+def test_stage_with_public_sources(tmp_path):
+    layout = Layout(tmp_path)
+    layout.scrubbed.parent.mkdir(parents=True)
+    pl.DataFrame(_many_threads(200), schema=RECORD_SCHEMA, orient="row").write_parquet(layout.scrubbed)
+    p = Params()
+    p.pairs.hh_rlhf.path = str(SHARED / "hh-rlhf" / "harmless-base-test.jsonl.gz")
+    p.pairs.hh_rlhf.max_pairs = 300
+    p.pairs.xstest.prompts = str(SHARED / "xstest" / "xstest_prompts.csv")
+    p.pairs.xstest.completions = [str(SHARED / "xstest" / f"xstest_v2_completions_{m}.csv") for m in ("gpt4", "llama2new")]
+    metrics = pairs.run(p, layout)
+    safety = pl.read_parquet(layout.safety_pairs)
+    assert safety.height == 450 and set(safety["split"]) == {"safety"}
+    train = pl.read_parquet(layout.pairs_split("train"))
+    hh = train.filter(pl.col("source") == "hh_rlhf")
+    assert hh.height > 100
+    # the prompt ends on the user's turn and no answer contains another turn marker
+    assert all(m[-1]["role"] == "user" for m in hh["prompt"].to_list())
+    assert not hh["chosen"].str.contains("Human:").any()
+    assert metrics["threads_in_two_splits"] == 0
+    assert layout.metrics("pairs").exists()
