@@ -24,6 +24,9 @@ from pipelines.config import ConfigError, load_params, parse_override
 from pipelines.layout import Layout
 from pipelines.stages import STAGE_HELP, STAGES, resolve
 
+QUIET_LOGGERS = ("great_expectations", "httpx", "urllib3", "filelock")
+"""Libraries whose INFO lines drown the stage's own progress output."""
+
 app = typer.Typer(
     help="Continuous preference-learning pipeline: run one stage of the graph.",
     no_args_is_help=True,
@@ -42,6 +45,8 @@ def _setup_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    for noisy in QUIET_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _run(stage: str, params_path: Path, overrides: list[str] | None, root: Path) -> None:

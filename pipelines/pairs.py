@@ -45,15 +45,52 @@ _WORD = r"[^\p{L}\p{N}<>_]+"
 # ----------------------------------------------------------------------------- event pairs
 
 
+_FINAL_ANSWER_RANK = {"edit": 0, "accept": 1, "comparison": 2, "rating": 3, "reject": 4}
+"""Which record of an earlier turn says best what the assistant's answer ended up being."""
+
+
+def with_history(rec: pl.LazyFrame) -> pl.LazyFrame:
+    """Add ``_history``: the thread's earlier turns as user/assistant messages, oldest first.
+
+    Why: a follow-up ("should we page anyone?") means nothing without the conversation
+    before it, for training and for telling two prompts apart. The assistant side of an
+    earlier turn is what the user ended up with: the edited text, else the accepted or
+    preferred output, else the best-rated one.
+    """
+    rank = pl.col("feedback_type").replace_strict(_FINAL_ANSWER_RANK, default=len(_FINAL_ANSWER_RANK))
+    turns = (
+        rec.with_columns(rank.alias("_rank"), pl.coalesce("edited_text", "output_text").alias("_answer"))
+        .sort("_rank", pl.col("rating").fill_null(0), "event_id", descending=[False, True, False])
+        .group_by("tenant_id", "thread_id", "turn")
+        .agg(pl.col("prompt").first().alias("_user"), pl.col("_answer").first())
+        .select(
+            "tenant_id", "thread_id", pl.col("turn").alias("_turn"),
+            pl.concat_list(
+                pl.struct(pl.lit("user").alias("role"), pl.col("_user").alias("content")),
+                pl.struct(pl.lit("assistant").alias("role"), pl.col("_answer").alias("content")),
+            ).alias("_msgs"),
+        )
+    )
+    history = (
+        rec.select("event_id", "tenant_id", "thread_id", "turn")
+        .join(turns, on=["tenant_id", "thread_id"])
+        .filter(pl.col("_turn") < pl.col("turn"))
+        .group_by("event_id")
+        .agg(pl.col("_msgs").sort_by("_turn").explode().alias("_history"))
+    )
+    return rec.join(history, on="event_id", how="left", maintain_order="left")
+
+
 def _messages() -> pl.Expr:
-    """Chat messages for a record: the context as a system turn (when present), then the user."""
-    user = pl.struct(pl.lit("user").alias("role"), pl.col("prompt").alias("content"))
-    system = pl.struct(pl.lit("system").alias("role"), pl.col("context").alias("content"))
+    """Chat messages: the context as a system turn (when present), the history, then the user."""
+    user = pl.concat_list(pl.struct(pl.lit("user").alias("role"), pl.col("prompt").alias("content")))
+    system = pl.concat_list(pl.struct(pl.lit("system").alias("role"), pl.col("context").alias("content")))
+    no_context = pl.col("context").is_null() | (pl.col("context").str.strip_chars() == "")
+    history = pl.col("_history").fill_null(pl.lit([], dtype=pl.List(MESSAGE))).cast(pl.List(MESSAGE))
     return (
-        pl.when(pl.col("context").is_null() | (pl.col("context").str.strip_chars() == ""))
-        .then(pl.concat_list(user))
-        .otherwise(pl.concat_list(system, user))
-        .cast(pl.List(MESSAGE))
+        pl.when(no_context)
+        .then(pl.concat_list(history, user.cast(pl.List(MESSAGE))))
+        .otherwise(pl.concat_list(system.cast(pl.List(MESSAGE)), history, user.cast(pl.List(MESSAGE))))
         .alias("prompt")
     )
 
@@ -75,7 +112,7 @@ def _select_pair(chosen: str, rejected: str, pair_type: str, ids: pl.Expr) -> li
 
 def event_pairs(records: pl.LazyFrame, p: PairsParams) -> pl.LazyFrame:
     """All four kinds of pairs from joined, scrubbed feedback records."""
-    rec = records.with_columns(_messages())
+    rec = with_history(records).with_columns(_messages())
     ids = pl.col("source_event_ids")
 
     edits = (
@@ -183,10 +220,14 @@ def pair_ids(df: pl.DataFrame) -> pl.Series:
     return pl.Series("pair_id", ids, dtype=pl.String)
 
 
-def _last_user() -> pl.Expr:
-    """The last message's words, normalised: the key for prompt-level leakage checks."""
+def _prompt_key() -> pl.Expr:
+    """All prompt messages' words, normalised: the key for prompt-level leakage checks.
+
+    Why all messages and not the last one: follow-up turns ("make it more formal") repeat
+    across many threads; only the whole conversation identifies a prompt.
+    """
     return (
-        pl.col("prompt").list.eval(pl.element().struct.field("content")).list.last()
+        pl.col("prompt").list.eval(pl.element().struct.field("content")).list.join(" \x1f ")
         .str.to_lowercase().str.replace_all(_WORD, " ").str.strip_chars()
     )
 
@@ -241,7 +282,7 @@ def near_duplicate_mask(df: pl.DataFrame, threshold: float, seed: int) -> np.nda
     if n < 2:
         return drop
     text = df.select(
-        pl.concat_str(_last_user(), pl.col("chosen"), pl.col("rejected"), separator=" \x1f ")
+        pl.concat_str(_prompt_key(), pl.col("chosen"), pl.col("rejected"), separator=" \x1f ")
     ).to_series()
     sig = minhash_signatures(text, seed)
     tenant = df["tenant_id"].cast(pl.Categorical).to_physical().to_numpy().astype(np.uint64)
@@ -283,8 +324,8 @@ def remove_leakage(train: pl.DataFrame, held_out: pl.DataFrame) -> tuple[pl.Data
     """Drop training pairs whose prompt, or whose (chosen, rejected), also appears held out."""
     if held_out.is_empty() or train.is_empty():
         return train, 0
-    held = held_out.select(_last_user().alias("_p"), pl.concat_str("chosen", "rejected", separator="\x1f").alias("_c"))
-    t = train.with_columns(_last_user().alias("_p"), pl.concat_str("chosen", "rejected", separator="\x1f").alias("_c"))
+    held = held_out.select(_prompt_key().alias("_p"), pl.concat_str("chosen", "rejected", separator="\x1f").alias("_c"))
+    t = train.with_columns(_prompt_key().alias("_p"), pl.concat_str("chosen", "rejected", separator="\x1f").alias("_c"))
     leak = t["_p"].is_in(held["_p"].implode()) | t["_c"].is_in(held["_c"].implode())
     return t.filter(~leak).drop("_p", "_c"), int(leak.sum())
 
@@ -300,8 +341,9 @@ def build_pairs(records: pl.LazyFrame, params: Params) -> tuple[dict[str, pl.Dat
     stats["event_pairs_raw"] = events.height
     hh, safety = public_pairs(params, stats)
     hh = hh.with_columns(pl.lit(None, dtype=events["ts"].dtype).alias("ts"))
-    pool = pl.concat([events, hh], how="diagonal_relaxed").sort("ts", "thread_id", nulls_last=True)
-    pool = pool.with_columns(pair_ids(pool))
+    pool = pl.concat([events, hh], how="diagonal_relaxed")
+    # a total order (pair_id breaks ties) so that "keep the first" is the same on every run
+    pool = pool.with_columns(pair_ids(pool)).sort("ts", "thread_id", "pair_id", nulls_last=True)
     before = pool.height
     pool = pool.unique(subset="pair_id", keep="first", maintain_order=True)
     stats["exact_duplicates_removed"] = before - pool.height

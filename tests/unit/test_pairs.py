@@ -204,3 +204,22 @@ def test_stage_with_public_sources(tmp_path):
     assert not hh["chosen"].str.contains("Human:").any()
     assert metrics["threads_in_two_splits"] == 0
     assert layout.metrics("pairs").exists()
+
+
+def test_follow_up_turns_carry_the_thread_history():
+    rows = [
+        rec("f0", "edit", iid="i0", thread="t", prompt="Draft the vendor email", output_text="draft v1",
+            edited_text="Dear vendor, here is the much better edited draft."),
+        rec("f1", "comparison", iid="i1", thread="t", prompt="Make it more formal", output_id="o2",
+            output_text="formal", other_output_id="o3", other_output_text="casual"),
+    ]
+    rows[1]["turn"] = 1
+    out = pairs.event_pairs(frame(rows), Params().pairs).collect()
+    cmp = out.filter(pl.col("pair_type") == "comparison")["prompt"][0].to_list()
+    assert cmp == [
+        {"role": "user", "content": "Draft the vendor email"},
+        {"role": "assistant", "content": "Dear vendor, here is the much better edited draft."},
+        {"role": "user", "content": "Make it more formal"},
+    ]
+    first = out.filter(pl.col("pair_type") == "edit")["prompt"][0].to_list()
+    assert first == [{"role": "user", "content": "Draft the vendor email"}]
