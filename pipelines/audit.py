@@ -8,7 +8,7 @@ with whitespace folded (a canary split across a line break still counts).
 
 Run it on your own deployment too::
 
-    python -m pipelines audit --canaries data/raw/canaries.json data/ingested data/scrubbed mlflow/
+    python -m pipelines audit --canaries data/raw/canaries.json data/scrubbed data/pairs data/quarantine mlflow/
 """
 
 from __future__ import annotations
@@ -69,6 +69,13 @@ def file_texts(path: Path) -> Iterator[pl.Series]:
     yield pl.Series(variants, dtype=pl.String)
 
 
+def _whole_word_in(value: str, series: pl.Series) -> bool:
+    """True when ``value`` occurs not glued to letters or digits ("Hiroshi" in "Hiroshima" is no leak)."""
+    pattern = re.compile(r"(?<!\w)" + re.escape(value) + r"(?!\w)")
+    cells = series.filter(series.str.contains(value, literal=True))
+    return any(pattern.search(text) for text in cells.to_list())
+
+
 def iter_files(roots: Iterable[str | Path]) -> Iterator[Path]:
     """Every file under the roots (a root may itself be a file), in a stable order."""
     for root in roots:
@@ -96,6 +103,6 @@ def scan(roots: Iterable[str | Path], canaries: list[tuple[str, str]]) -> tuple[
             if series.is_empty() or not values:
                 continue
             matched = series.str.extract_many(values, overlapping=True).explode().drop_nulls().unique()
-            found.update(index[v] for v in matched.to_list())
+            found.update(index[v] for v in matched.to_list() if _whole_word_in(v, series))
         hits.extend(Hit(str(path), canaries[i][0], i) for i in sorted(found))
     return hits, n_files

@@ -484,8 +484,8 @@ def run(params: Params, layout: Layout) -> dict[str, Any]:
     raw_dir = layout.raw_dir
     if not raw_dir.is_dir():
         raise FileNotFoundError(f"raw event folder {raw_dir} does not exist; run `python -m pipelines generate`")
-    layout.ingested_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".ingest-", dir=layout.ingested_dir))
+    layout.staged_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".ingest-", dir=layout.staged_dir))
     try:
         collector, rejects, stats = read_events(raw_dir, scratch, params)
         inter, outs, fb = collector.scan("interaction"), collector.scan("output"), collector.scan("feedback")

@@ -26,19 +26,25 @@ class Layout:
     def canaries(self) -> Path:
         return self.root / "data" / "raw" / "canaries.json"
 
-    # ingest
+    # ingest. data/raw/ is the PII zone: the landing folder and ingest's joined but not yet
+    # scrubbed records live there, and nothing outside data/raw/ may hold PII.
     @property
-    def ingested_dir(self) -> Path:
-        return self.root / "data" / "ingested"
+    def staged_dir(self) -> Path:
+        return self.root / "data" / "raw" / "staged"
 
     @property
     def records(self) -> Path:
-        """One row per feedback event, joined with its interaction and output(s)."""
-        return self.ingested_dir / "records.parquet"
+        """One row per feedback event, joined with its interaction and output(s); not scrubbed."""
+        return self.staged_dir / "records.parquet"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "data" / "quarantine"
 
     @property
     def rejects(self) -> Path:
-        return self.ingested_dir / "rejects.parquet"
+        """Quarantined lines: position, hash, reason and a PII-scrubbed excerpt (no raw text)."""
+        return self.quarantine_dir / "rejects.parquet"
 
     # scrub
     @property

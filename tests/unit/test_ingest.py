@@ -155,7 +155,7 @@ def test_rerun_is_byte_identical(tmp_path):
     first = (layout.records.read_bytes(), layout.rejects.read_bytes(), layout.metrics("ingest").read_bytes())
     ingest.run(Params(), layout)
     assert (layout.records.read_bytes(), layout.rejects.read_bytes(), layout.metrics("ingest").read_bytes()) == first
-    assert not [p for p in layout.ingested_dir.iterdir() if p.name.startswith(".")]
+    assert not [p for d in (layout.staged_dir, layout.quarantine_dir) for p in d.iterdir() if p.name.startswith(".")]
 
 
 def test_missing_raw_folder_is_a_clear_error(tmp_path):
