@@ -1,0 +1,1685 @@
+"""PII detection and replacement without a language model.
+
+Why no spaCy/NER: the pipeline must scrub a million records in seconds on two cores,
+and no model may be downloaded. Detection here is patterns plus validation:
+
+- EMAIL, IP_ADDRESS (IPv4 and IPv6), US_SSN (area/group/serial rules), PHONE (US and
+  international formats; short numbers only next to a phone word), CREDIT_CARD (IIN
+  prefix + Luhn; "card ending 1234"), IBAN (per-country length + mod-97).
+- PERSON: bundled first-name/surname lists (``resources/pii``), runs of capitalised
+  words, honorifics and cue phrases ("my name is", "Dear X", "Hi X,", "Regards,\\nX"),
+  with guards against capitalised common words, calendar words and product names.
+- STREET_ADDRESS: house number + street name + street type (US/UK and many European
+  forms), unit/PO box/military forms, postcode with a "zip code" cue, and the text after
+  an address cue ("lives at", "address:"), extended over unit, city, state and postcode.
+
+Every detector proposes candidate spans; overlaps are resolved by entity priority
+(an e-mail beats the name inside it, an address beats the name of its street) and
+lower-priority candidates are trimmed, not dropped, so that the uncovered rest is
+still masked. Existing placeholders are protected, which keeps scrubbing idempotent.
+
+Resources load lazily on first use and are cached; importing this module is cheap.
+The batch path :func:`scrub_series` runs a vectorised (Rust) prefilter over a whole
+column and calls the Python detectors only on rows that can contain PII.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import ipaddress
+import itertools
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import polars as pl
+
+ENTITY_TYPES: tuple[str, ...] = (
+    "EMAIL",
+    "PHONE",
+    "CREDIT_CARD",
+    "IBAN",
+    "US_SSN",
+    "IP_ADDRESS",
+    "PERSON",
+    "STREET_ADDRESS",
+)
+DEFAULT_PLACEHOLDER = "<{entity}>"
+
+# Higher wins an overlap: structured, validated values beat fuzzy ones.
+PRIORITY: dict[str, int] = {
+    "EMAIL": 8,
+    "IBAN": 7,
+    "CREDIT_CARD": 6,
+    "US_SSN": 5,
+    "IP_ADDRESS": 4,
+    "PHONE": 3,
+    "STREET_ADDRESS": 2,
+    "PERSON": 1,
+}
+
+# --- numeric limits (named so that the rules read as rules) -----------------------------
+CARD_MIN_DIGITS, CARD_MAX_DIGITS = 13, 19
+CARD_FIRST_DIGITS = "23456"  # Mastercard 2-series, Amex/Diners/JCB, Visa, MC, Discover/UnionPay
+PHONE_MIN_DIGITS, PHONE_MAX_DIGITS = 6, 15
+PHONE_PLAIN_MIN_DIGITS = 10  # a bare digit run this long reads as a phone number
+PHONE_GROUPED_MIN_DIGITS = 8  # ... or this many digits in 3+ separated groups
+CONTEXT_WINDOW = 40  # characters before a value searched for a cue word ("SSN", "call")
+PHONE_SUFFIX_WINDOW = 16  # characters after a number searched for "office", "fax", ...
+SSN_DIGITS = 9
+IPV6_MIN_COLONS_WITHOUT_DIGIT = 4
+MAX_NAME_TOKENS = 4
+MAX_CUE_NAME_TOKENS = 3
+NAME_WINDOW = 48  # characters each side of a listed name searched for the rest of it
+MAX_ADDRESS_PARTS = 6
+MAX_ADDRESS_BODY_TOKENS = 18
+MAX_ADDRESS_BODY_CHARS = 140
+MIN_STRONG_NAME_LEN = 3  # shorter names (Li, Wu, Al) need a cue or a neighbouring name
+TOKEN_CACHE_SIZE = 1 << 17
+SMALL_BATCH_ROWS = 20_000  # below this, name lookups run in Python (hashing the list costs ~20 ms)
+PARALLEL_MIN_TEXTS = 20_000  # fewer texts than this are not worth shipping to workers
+CHUNKS_PER_WORKER = 2
+
+# IBAN length per country (ISO 13616 registry).
+IBAN_LENGTHS: dict[str, int] = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22,
+    "BH": 22, "BI": 27, "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24,
+    "DE": 22, "DJ": 27, "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18,
+    "FK": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27,
+    "GT": 28, "HN": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26,
+    "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20,
+    "LU": 20, "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MN": 20,
+    "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23, "PK": 24,
+    "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24,
+    "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25,
+    "SV": 28, "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+    "YE": 30,
+}  # fmt: skip
+
+# --- word lists small enough to live in code ------------------------------------------
+HONORIFICS = (
+    "mr", "mrs", "ms", "miss", "mx", "dr", "prof", "professor", "sir", "dame", "rev",
+    "mme", "mlle", "herr", "frau", "sr", "sra", "srta", "sig", "sig.ra", "dott",
+)  # fmt: skip
+_HONORIFIC_SET = frozenset(HONORIFICS)
+HONORIFIC_LOOKBACK = 10
+NAME_PARTICLES = frozenset(
+    (
+        "van", "von", "de", "da", "di", "del", "della", "der", "den", "du", "la", "le", "dos",
+        "das", "do", "ter", "ten", "bin", "binti", "ibn", "al", "el", "ben", "mac", "st", "y",
+        "e"
+    )
+)  # fmt: skip
+PLACE_PREFIXES = frozenset(
+    ("san", "santa", "santo", "são", "los", "las", "new", "fort", "port", "mount", "mt",
+     "saint", "st", "lake", "cape", "palm", "north", "south", "east", "west")
+)  # fmt: skip
+NAME_SUFFIX_RE = r",?[ \t]+(?:Jr|Sr|II|III|IV|V|PhD|MD|Esq)\b\.?"
+
+STREET_SUFFIXES = (
+    "street", "avenue", "road", "boulevard", "lane", "drive", "way", "court", "place",
+    "terrace", "circle", "parkway", "highway", "square", "trail", "crescent", "close",
+    "alley", "row", "walk", "path", "plaza", "loop", "pike", "expressway", "freeway",
+    "turnpike", "causeway", "grove", "gardens", "mews", "heights", "ridge", "point",
+    "crossing", "junction", "landing", "commons", "bypass", "view", "hill", "hills",
+    "park", "green", "estate", "estates", "wharf", "quay", "embankment", "glen",
+    "hollow", "meadow", "meadows", "cove", "knoll", "summit", "rise", "vale", "manor",
+    "brook", "creek", "harbor", "harbour", "shore", "shores", "springs", "valley",
+    "ranch", "str", "st", "ave", "av", "rd", "blvd", "bvd", "ln", "dr", "ct", "crt",
+    "pl", "ter", "terr", "cir", "pkwy", "pky", "hwy", "sq", "trl", "cres", "expy",
+    "fwy", "gdns", "hts", "xing", "jct", "plz", "cv", "crk", "mnr",
+)  # fmt: skip
+# Street-type words written before the name ("Rue X 12", "Via X 3", "ul. X 5").
+STREET_PREFIXES = (
+    "rue", "via", "viale", "vicolo", "piazza", "piazzale", "corso", "largo", "calle",
+    "avenida", "avda", "av", "paseo", "plaza", "camino", "carrer", "rua", "travessa",
+    "praça", "praca", "estrada", "alameda", "rambla", "strada", "ulica", "ul", "aleja",
+    "al", "boulevard", "bd", "avenue", "chemin", "allée", "allee", "impasse", "quai",
+    "route", "place", "cours", "square", "rond-point", "ronda", "carretera", "calzada",
+    "jalan", "jl", "soi", "thanon", "odos", "leoforos", "bulevar", "ulitsa", "prospekt",
+    "utca", "út",
+)  # fmt: skip
+# English words among the prefixes: they need a capitalised street name or two numbers.
+AMBIGUOUS_PREFIXES = frozenset(
+    ("via", "place", "route", "square", "avenue", "boulevard", "plaza", "cours", "al", "av")
+)
+# Street-type words written after the name as a separate word ("Gyula utca 76").
+STREET_TYPES_AFTER = (
+    "utca", "u", "út", "útja", "tér", "körút", "köz", "sor", "tee", "iela", "gatve",
+    "prospekt", "ulitsa", "sokak", "sokağı", "caddesi", "cad", "straße", "strasse",
+    "str", "gasse", "weg", "platz", "allee", "gade", "vej", "gata", "gatan", "vägen",
+    "veien", "vegen", "gate", "tie", "katu", "kuja", "polku", "laan", "straat", "plein",
+    "kade", "gracht", "steeg", "dijk", "ulica", "ulice", "cesta", "trg", "street",
+    "road", "avenue", "lane",
+)  # fmt: skip
+# Street-type endings fused into the name ("Auerstrasse 84", "Holmevej 34").
+FUSED_STREET_ENDINGS = (
+    "straße", "strasse", "str.", "gasse", "weg", "platz", "allee", "ring", "damm", "ufer",
+    "gracht", "straat", "laan", "plein", "kade", "dijk", "steeg", "singel", "vej", "gade",
+    "gatan", "gata", "vägen", "veien", "vegen", "gate", "stræde", "torv", "tie", "katu",
+    "kuja", "polku", "tori", "utca", "körút", "ulica", "ulice", "cesta", "trg", "iela",
+    "gatve", "sokak", "caddesi", "bulvarı", "yolu", "strada", "straza", "ulitsa",
+)  # fmt: skip
+UNIT_WORDS = (
+    "apartment", "apt", "suite", "ste", "unit", "flat", "floor", "fl", "room", "rm",
+    "building", "bldg", "no",
+)  # fmt: skip
+DIRECTIONS = r"(?:N|S|E|W|NE|NW|SE|SW|North|South|East|West)"
+US_STATES = (
+    "AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "FL", "GA", "HI", "ID", "IL", "IN",
+    "IA", "KS", "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT", "NE", "NV",
+    "NH", "NJ", "NM", "NY", "NC", "ND", "OH", "OK", "OR", "PA", "RI", "SC", "SD", "TN",
+    "TX", "UT", "VT", "VA", "WA", "WV", "WI", "WY", "DC", "PR", "GU", "VI"
+)  # fmt: skip
+# Function words that never belong to a street or city name.
+STOPWORDS = frozenset(
+    (
+        "a", "an", "the", "and", "or", "but", "nor", "of", "to", "in", "on", "at", "for",
+        "from", "by", "with", "without", "as", "is", "are", "was", "were", "be", "been",
+        "being", "am", "i", "you", "he", "she", "it", "we", "they", "me", "him", "her", "us",
+        "them", "my", "your", "his", "its", "our", "their", "this", "that", "these", "those",
+        "there", "here", "then", "than", "so", "if", "when", "while", "because", "since",
+        "until", "not", "no", "yes", "do", "does", "did", "have", "has", "had", "will", "would",
+        "can", "could", "should", "may", "might", "must", "shall", "just", "very", "also",
+        "only", "even", "about", "into", "onto", "over", "under", "after", "before", "up",
+        "down", "out", "off", "again", "more", "most", "some", "any", "each", "every", "all",
+        "both", "few", "many", "much", "such", "own", "same", "other", "what", "which", "who",
+        "whom", "whose", "why", "how", "where", "please", "thanks", "thank", "hi", "hello",
+        "hey", "dear", "ok", "okay", "sure", "let", "lets", "get", "got", "make", "made",
+        "take", "took", "go", "went", "come", "came", "see", "saw", "know", "today", "tomorrow",
+        "yesterday", "tonight", "now", "soon", "later", "last", "next", "ago", "am", "pm",
+        "noon", "midnight", "o'clock", "times", "time", "minutes", "minute", "hours", "hour",
+        "days", "day", "weeks", "week", "months", "month", "years", "year", "people", "items",
+        "things"
+    )
+)  # fmt: skip
+CONNECTORS = frozenset(
+    (
+        "and", "of", "the", "de", "la", "del", "da", "di", "do", "du", "des", "el", "les",
+        "sur", "upon", "on", "am", "an", "der", "den", "y", "e"
+    )
+)  # fmt: skip
+
+# Cue words (case-insensitive) that make a nearby number a phone number or an SSN.
+PHONE_CUES = (
+    r"phone|tel|telephone|call|called|calling|cell|cellphone|mobile|mob|fax|office|"
+    r"number|no\.|nr\.|reach|text|sms|whatsapp|contact|dial|ring|landline|hotline|"
+    r"answering|helpline|extension|ext|home|work|direct|#"
+)
+PHONE_SUFFIX_CUES = r"office|fax|mobile|cell|home|work|tel|phone|direct|landline"
+SSN_CUES = r"ssn|ss#|ss ?no|social security|soc\.? ?sec|tax ?id|tin|itin"
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A detected entity: ``text[start:end]`` is an ``entity`` (one of ENTITY_TYPES)."""
+
+    entity: str
+    start: int
+    end: int
+
+    def text_of(self, text: str) -> str:
+        """The covered substring of ``text``."""
+        return text[self.start : self.end]
+
+
+# =======================================================================================
+# resources
+# =======================================================================================
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    """Word lists, lower-cased. Built once, on first use."""
+
+    first: frozenset[str]
+    last: frozenset[str]
+    common: frozenset[str]
+    not_names: frozenset[str]
+    places: frozenset[str]
+
+    @functools.cached_property
+    def names(self) -> frozenset[str]:
+        return self.first | self.last
+
+    @functools.cached_property
+    def strong_names(self) -> frozenset[str]:
+        """Names that are evidence on their own: not a common word, place or product."""
+        return frozenset(
+            n
+            for n in self.names
+            if len(n) >= MIN_STRONG_NAME_LEN
+            and n not in self.common
+            and n not in self.places
+            and n not in self.not_names
+        )
+
+
+def _read_words(*patterns: str) -> frozenset[str]:
+    """Read every resource file matching ``patterns``; lower-case, with accent-free forms."""
+    folder = resources.files("pipelines") / "resources" / "pii"
+    words: set[str] = set()
+    for entry in folder.iterdir():
+        if not any(_glob_match(entry.name, p) for p in patterns):
+            continue
+        for line in entry.read_text(encoding="utf-8").splitlines():
+            word = line.split("#", 1)[0].strip()
+            if not word:
+                continue
+            low = word.lower()
+            words.add(low)
+            plain = _strip_accents(low)
+            if plain != low:
+                words.add(plain)
+    return frozenset(words)
+
+
+def _glob_match(name: str, pattern: str) -> bool:
+    prefix, _, suffix = pattern.partition("*")
+    return name.startswith(prefix) and name.endswith(suffix) and len(name) >= len(pattern) - 1
+
+
+def _strip_accents(text: str) -> str:
+    decomposed = unicodedata.normalize("NFD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+@functools.cache
+def lexicon() -> Lexicon:
+    """The bundled word lists (loaded and cached on first call)."""
+    return Lexicon(
+        first=_read_words("first_names_*.txt"),
+        last=_read_words("last_names_*.txt"),
+        common=_read_words("common_words*.txt"),
+        not_names=_read_words("not_names*.txt"),
+        places=_read_words("places_*.txt"),
+    )
+
+
+# =======================================================================================
+# patterns
+#
+# Two engines: the Rust regex engine of polars scans whole columns for *candidates*
+# (fast, no look-around), and Python's ``re`` validates each candidate on a short window
+# of its text (exact boundaries, look-around, context words). A text with no candidate
+# never reaches Python. The same path serves one text and a million: one implementation.
+# =======================================================================================
+
+UNICODE_SCAN_LIMIT = 0x20000  # upper-case letters end in plane 1
+ADDRESS_MARGIN_BACK = 90  # characters before an address candidate searched for its start
+ADDRESS_MARGIN_FWD = 12
+
+
+def _char_class(categories: frozenset[str]) -> str:
+    """A character-class body for every code point in the Unicode ``categories``.
+
+    Why: Python's ``re`` has no ``\\p{Lu}``, and what counts as a capital letter must
+    match the Rust side's ``\\p{Lu}|\\p{Lt}``.
+    """
+    ranges: list[tuple[int, int]] = []
+    for cp in range(UNICODE_SCAN_LIMIT):
+        if unicodedata.category(chr(cp)) in categories:
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1] = (ranges[-1][0], cp)
+            else:
+                ranges.append((cp, cp))
+    return "".join(
+        re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
+        for a, b in ranges
+    )
+
+
+def _alt(words: Sequence[str]) -> str:
+    """Alternation of literal words, longest first so that 'Street' is tried before 'St'."""
+    return "|".join(re.escape(w) for w in sorted(set(words), key=lambda w: (-len(w), w)))
+
+
+_GREETINGS = r"dear|hi|hello|hey|hiya|greetings|good{S}+(?:morning|afternoon|evening)"
+_NAME_INTROS = (
+    r"my{S}+name{S}+is|my{S}+name's|name{S}+is|call{S}+me|named|called|signed(?:{S}+by)?"
+    r"|attn|attention|(?:reported|written|sent|signed|approved|submitted|created|requested"
+    r"|assigned|prepared|authored){S}+by|(?:signed|sign{S}+it){S}+as"
+)
+_SELF_INTROS = r"this{S}+is|i{S}+am|i'm|i’m"
+_SIGN_OFFS = (
+    r"regards|thanks|thank{S}+you|cheers|sincerely|best|yours|warmly|respectfully|love"
+    r"|best{S}+wishes|xoxo|all{S}+the{S}+best|kind{S}+regards|warm{S}+regards"
+)
+# Words before a name used as a form of address, then a comma or stop ("Sure Lucía, ...").
+_VOCATIVES = (
+    r"good{S}+luck|congrats|congratulations|welcome(?:{S}+back)?|sorry|sure|ok|okay|yes"
+    r"|no{S}+problem|of{S}+course|absolutely|great|bye|goodbye|see{S}+you|morning|evening"
+    r"|thanks{S}+again|happy{S}+birthday|well{S}+done|nice{S}+work|great{S}+work|good{S}+job"
+)
+_LABELS = (
+    r"(?:full{S}+)?name|from|to|cc|contact|customer|client|patient|employee|user|author"
+    r"|sender|recipient|assignee|owner|manager|agent|reporter|requester|signed{S}+by"
+)
+
+
+def _cue_pattern(b: str, up: str, s: str, follow: str) -> str:
+    """The person-cue pattern for one engine.
+
+    ``b`` is the word boundary, ``up`` a capital letter and ``follow`` what must come next
+    (Python looks at any word, the Rust prefilter wants a capital). Greetings and name
+    intros take the next word; 'I am'/'this is' need a capital; sign-offs need a comma or
+    a line break, field labels a colon, honorifics a following word.
+    """
+    honor = _alt(HONORIFICS)
+    parts = (
+        rf"(?i:{_GREETINGS}){b}{s}*,?{s}*{follow}",
+        rf"(?i:{_NAME_INTROS}){b}{s}*:?{s}*{follow}",
+        rf"(?i:{_SELF_INTROS}){b}{s}+{up}",
+        rf"(?i:{_SIGN_OFFS}){b}[ \t]*(?:,[ \t]*\n?|\n)[ \t]*{follow}",
+        rf"(?i:{_LABELS}){b}[ \t]*:[ \t]*{follow}",
+        rf"(?i:{honor}){b}\.?[ \t]+{follow}",
+    )
+    body = "|".join(f"(?:{p})" for p in parts).replace("{S}", s)
+    return rf"{b}(?:{body})"
+
+
+def _vocative_pattern(b: str, up: str, s: str) -> str:
+    """'Good luck, X' / 'Sure X,': a capitalised word after a form of address."""
+    return rf"{b}(?i:{_VOCATIVES.replace('{S}', s)}){b}[ \t]*,?[ \t]*{up}"
+
+
+@dataclass(frozen=True)
+class _Py:
+    """Python patterns, applied to candidate windows only."""
+
+    ipv4: re.Pattern[str]
+    ipv4_shape: re.Pattern[str]
+    card: re.Pattern[str]
+    card_tail: re.Pattern[str]
+    iban_start: re.Pattern[str]
+    ssn: re.Pattern[str]
+    ssn_plain: re.Pattern[str]
+    ssn_cue: re.Pattern[str]
+    phone: re.Pattern[str]
+    phone_cue: re.Pattern[str]
+    phone_suffix_cue: re.Pattern[str]
+    date_like: re.Pattern[str]
+    cap_token: re.Pattern[str]
+    any_token: re.Pattern[str]
+    person_cue: re.Pattern[str]
+    vocative_cue: re.Pattern[str]
+    name_suffix: re.Pattern[str]
+    particle_gap: re.Pattern[str]
+    us_street: re.Pattern[str]
+    after_street: re.Pattern[str]
+    fused_street: re.Pattern[str]
+    line_street: re.Pattern[str]
+    unit_alone: re.Pattern[str]
+    po_box: re.Pattern[str]
+    military: re.Pattern[str]
+    zip_cue: re.Pattern[str]
+    prefix_street: re.Pattern[str]
+    address_cue: re.Pattern[str]
+    address_cont: re.Pattern[str]
+    body_token: re.Pattern[str]
+
+
+@functools.cache
+def _py() -> _Py:
+    upper = _char_class(frozenset(("Lu", "Lt")))
+    letter = r"[^\W\d_]"
+    word = rf"(?:\d{{1,3}}(?:st|nd|rd|th)|{letter}[\w'’.-]*)"
+    stop = _alt(sorted(STOPWORDS))
+    sword = rf"(?!(?i:{stop})(?![\w'’-])){word}"  # a street-name word: not a function word
+    house = r"\d{1,6}(?:[A-Za-z](?![\w'’]))?(?:[-/]\d{1,5}[A-Za-z]?)?"
+    suffix = _alt(STREET_SUFFIXES)
+    units = _alt(UNIT_WORDS)
+    unit = rf"(?i:{units})\.?[ \t]*#?[ \t]*\d{{1,5}}[A-Za-z]?(?![\w'’])|\#[ \t]?\d{{1,5}}(?![\w'’])"
+    zip_ = (
+        r"\d{5}(?:-\d{4})?|[A-Z]{1,2}\d[A-Z\d]?[ \t]?\d[A-Z]{2}|[A-Z]\d[A-Z][ \t]?\d[A-Z]\d|\d{4,6}"
+    )
+    state = "|".join(US_STATES)
+    cword = rf"(?:[{upper}][\w'’.-]*|nan(?![\w]))"
+    connectors = _alt(sorted(CONNECTORS))
+    city = rf"{cword}(?:[ \t]+(?:(?:{connectors})[ \t]+)?{cword}){{0,3}}"
+    octet = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+    us_street = (
+        rf"(?<![\w.,/-]){house}(?:[ \t]+{house})?[ \t]+(?:{DIRECTIONS}\.?[ \t]+)?"
+        rf"(?:{sword}[ \t]+){{1,5}}(?i:{suffix})(?![\w'’-])\.?(?:[ \t]+{DIRECTIONS}\b\.?)?"
+    )
+    after_street = (
+        rf"(?<![\w'’-])(?:{sword}[ \t]+){{0,3}}{sword}[ \t]+"
+        rf"(?i:{_alt(STREET_TYPES_AFTER)})\.?[ \t]+{house}(?![\w'’])\.?"
+    )
+    fused_street = (
+        rf"(?<![\w'’-]){letter}[\w'’-]{{2,}}?(?i:{_alt(FUSED_STREET_ENDINGS)})\.?"
+        rf"[ \t]+{house}(?![\w'’])\.?"
+    )
+    line_street = (
+        rf"(?m)^[^\w\n]{{0,6}}({house}[ \t]+(?:{sword}[ \t]+){{1,5}}{house}(?![\w'’])\.?)"
+        rf"(?=[ \t]*(?:,|\n|$|(?i:{units})\b))"
+    )
+    unit_alone = (
+        r"(?<![\w'’])(?i:apartment|apt|suite|ste|flat)\.?[ \t]*#?[ \t]*\d{1,5}[A-Za-z]?(?![\w'’])"
+    )
+    po_box = r"(?<![\w'’])(?i:p\.?[ \t]?o\.?[ \t]*box|post[ \t]+office[ \t]+box)[ \t]+\d{1,6}\b"
+    military = (
+        r"(?i:(?:(?:psc|cmr|unit)[ \t]+\d{1,5},?[ \t]+box[ \t]+\d{1,5}"
+        r"|(?:usns|usnv|uss|uscgc)[ \t]+[^\W\d_][\w'’-]*(?:[ \t]+[^\W\d_][\w'’-]*)?)"
+        r"[ \t]*,?\s*)?(?i:\b(?:apo|fpo|dpo)[ \t]+(?:aa|ae|ap)[ \t]+\d{5}\b)"
+    )
+    zip_cue = (
+        r"(?i:\b(?:zip|postal|post)[ \t]*(?:code)?\b[ \t]*(?:is|:|#|number)?[ \t]*)"
+        rf"((?:{zip_})(?![\w]))"
+    )
+    return _Py(
+        ipv4_shape=re.compile(r"\d{1,3}(?:\.\d{1,3}){3}"),
+        ipv4=re.compile(rf"(?<![\w.]){octet}(?:\.{octet}){{3}}(?:/\d{{1,2}})?(?![\w]|\.\d)"),
+        card=re.compile(
+            r"(?<![\w-])(?:\d{4}([ -])\d{4}\1\d{4}\1\d{1,7}|\d{4}([ -])\d{6}\2\d{4,5}"
+            r"|\d{13,19})(?![\w]|-\d)"
+        ),
+        card_tail=re.compile(
+            r"(?i:\b(?:card|visa|mastercard|amex|account|acct)\b[^.\n]{0,24}?"
+            r"(?:ending|ends|last[ \t]+(?:4|four)(?:[ \t]+digits)?)[ \t]*(?:in|with|of|are|is|:)?"
+            r"[ \t]*(?:[#:][ \t]*)?)(\d{4})(?!\d)"
+            r"|(?:[xX*•]{4}[ -]?){2,3}[xX*•]{0,4}[ -]?(\d{4})(?!\d)"
+        ),
+        iban_start=re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?=[ ]?[A-Za-z0-9])"),
+        ssn=re.compile(r"(?<![\w-])(\d{3})([- .])(\d{2})\2(\d{4})(?![\w-]|\.\d)"),
+        ssn_plain=re.compile(r"(?<![\w-])\d{9}(?![\w-])"),
+        ssn_cue=re.compile(rf"(?i:\b(?:{SSN_CUES})\b)"),
+        phone=re.compile(
+            r"(?<![\w+/.$€£¥-])"
+            r"(?P<cc>(?:\+|\b00)\d{1,3}(?:[ .-]|(?=\())?)?"
+            r"(?P<core>(?:\(\d{1,5}\)[ .-]?)?\d{1,10}(?:(?:[ .-]|[ ]-[ ])\d{1,10}){0,6})"
+            r"(?P<ext>[ ]?(?i:x|ext\.?|extension)[ ]?\d{1,6})?"
+            r"(?![\w]|[.-]\d)"
+        ),
+        phone_cue=re.compile(rf"(?i:(?:\b|(?<=\W))(?:{PHONE_CUES})(?:\b|(?=\W)))"),
+        phone_suffix_cue=re.compile(rf"^\W{{0,3}}(?i:{PHONE_SUFFIX_CUES})\b"),
+        date_like=re.compile(
+            r"^(?:\d{4}[-./](?:0?[1-9]|1[0-2])[-./](?:0?[1-9]|[12]\d|3[01])"
+            r"|(?:0?[1-9]|[12]\d|3[01])[-./](?:0?[1-9]|[12]\d|3[01])[-./](?:\d{4}|\d{2}))(?!\d)"
+        ),
+        cap_token=re.compile(rf"(?<![\w'’@#/\\&])[{upper}][\w'’]*(?:-[\w'’]+)*"),
+        any_token=re.compile(rf"(?<![\w'’@#/\\&]){letter}[\w'’]*(?:-[\w'’]+)*"),
+        person_cue=re.compile(_cue_pattern(r"\b", f"(?=[{upper}])", r"\s", r"(?=\S)")),
+        vocative_cue=re.compile(_vocative_pattern(r"\b", f"(?=[{upper}])", r"\s")),
+        name_suffix=re.compile(NAME_SUFFIX_RE),
+        particle_gap=re.compile(
+            rf"^[ \t](?:(?:{_alt(sorted(NAME_PARTICLES))})[ \t]){{1,2}}$", re.IGNORECASE
+        ),
+        us_street=re.compile(us_street),
+        after_street=re.compile(after_street),
+        fused_street=re.compile(fused_street),
+        line_street=re.compile(line_street),
+        unit_alone=re.compile(unit_alone),
+        po_box=re.compile(po_box),
+        military=re.compile(military),
+        zip_cue=re.compile(zip_cue),
+        prefix_street=re.compile(
+            rf"(?<![\w.,/-])(?:(?P<num1>{house})[ \t]+)?(?:{house}[ \t]+)?"
+            rf"(?P<type>(?i:{_alt(STREET_PREFIXES)}))\.?[ \t]+"
+            rf"(?P<name>(?:{sword}[ \t]+){{0,4}}{sword})(?:,?[ \t]+(?P<num2>{house})(?![\w'’])\.?)?"
+        ),
+        address_cue=re.compile(_address_cue_pattern(r"\b", r"\s")),
+        address_cont=re.compile(
+            rf"(?P<sep>[ \t]*,[ \t]*(?:\n[ \t]*)?|[ \t]*\n[ \t]*(?:,[ \t]*)?|[ \t]+)"
+            rf"(?P<part>(?P<unit>{unit})"
+            rf"|(?P<zip>(?:{zip_})(?![\w'’-]))"
+            rf"|(?P<state>(?:{state})(?![\w'’-])(?:[ \t]+(?:{zip_})(?![\w'’-]))?)"
+            rf"|(?P<city>{city}(?:[ \t]*,?[ \t]*(?:{state})(?![\w'’-]))?(?:[ \t]+(?:{zip_})(?![\w'’-]))?))"
+        ),
+        body_token=re.compile(
+            rf"[ \t]*(?:(?P<nl>\n[ \t]*)|(?P<comma>,)|(?P<num>{house})(?![\w'’])\.?"
+            rf"|(?P<word>{letter}[\w'’-]*\.?))"
+        ),
+    )
+
+
+def _address_cue_pattern(b: str, s: str) -> str:
+    """Phrases after which an address is written ('lives at', 'ship it to', 'address:')."""
+    return (
+        rf"{b}(?i:address(?:{s}+is|{s}*:)|(?:lives?|living|resides?|residing|located|based"
+        rf"|stay(?:s|ing)?|arrived|meet{s}+(?:me|us)|(?:office|home|house){s}+is){s}+at"
+        rf"|(?:moved|moving|relocated|relocating){s}+to"
+        rf"|(?:ship(?:ped|ping)?|deliver(?:ed|y)?|send|sent|mail(?:ed)?|post(?:ed)?"
+        rf"|return(?:ed)?|forward(?:ed)?)(?:{s}+(?:it|them|this|that|a{s}+new{s}+one"
+        rf"|the{s}+\w+))?{s}+to|corner{s}+of|address{s}+(?:with|to)|new{s}+address)"
+        rf"{b}[ \t]*:?[ \t]*(?:\n[ \t]*)*"
+    )
+
+
+@functools.cache
+def _rust() -> dict[str, str]:
+    """Candidate patterns for the Rust engine (polars); each a superset of what Python keeps."""
+    b, s = r"(?-u:\b)", r"\s"
+    up = r"(?:\p{Lu}|\p{Lt})"
+    word = r"\S+"  # any word: the window only has to contain the Python match
+    house = r"\d{1,6}[A-Za-z]?(?:[-/]\d{1,5}[A-Za-z]?)?"
+    sfx_pre = _alt((*STREET_SUFFIXES, *STREET_PREFIXES))
+    return {
+        "email": r"[\w.%+-]+@(?:[\w-]+\.)+\p{L}{2,}",
+        "email_obf": r"[\w.+-]+[ \t]*[\[(](?i:at)[\])][ \t]*[\w-]+"
+        r"(?:[ \t]*(?:[\[(](?i:dot)[\])]|\.)[ \t]*[\w-]{2,})+",
+        "ip": r"\d{1,3}(?:\.\d{1,3}){3}(?:/\d{1,2})?"
+        r"|[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.\d{1,3}){0,3}(?:/\d{1,3})?",
+        "num": r"\+?\(?\d(?:(?:[ .\-]|[ ]?\([ ]?|\)[ ]?|[ ]-[ ]|\)[.\-])?\d){5,}"
+        r"(?:[ ]?(?i:x|ext\.?|extension)[ ]?\d{1,6})?",
+        "iban": r"[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]){11,32}",
+        "card_tail": rf"{b}(?i:card|visa|mastercard|amex|account|acct){b}[^.\n]{{0,24}}?"
+        r"(?i:ending|ends|last[ \t]+(?:4|four))[^\d\n]{0,16}\d{4}|(?:[xX*•]{4}[ -]?){2,3}[xX*•]{0,4}[ -]?\d{4}",
+        # two address patterns, not one: a single alternation of all forms blows up the
+        # lazy DFA (measured 4x slower than the two passes together)
+        "addr_num": "|".join(
+            (
+                rf"{house}(?:[ \t]+\d{{1,6}})?[ \t]+(?:{word}[ \t]+){{0,5}}(?i:{sfx_pre}){b}",
+                rf"(?m:^)[^\w\n]{{0,6}}\d{{1,6}}[ \t]+(?:{word}[ \t]+){{1,5}}\d{{1,6}}",
+            )
+        ),
+        "addr_word": "|".join(
+            (
+                rf"{b}(?i:{_alt(STREET_PREFIXES)})\.?[ \t]+(?:{word}[ \t]+){{0,5}}\d{{1,6}}",
+                rf"{b}(?i:{_alt(STREET_TYPES_AFTER)})\.?[ \t]+\d{{1,6}}",
+                rf"(?i:{_alt(FUSED_STREET_ENDINGS)})\.?[ \t]+\d{{1,6}}",
+                rf"{b}(?i:apartment|apt|suite|ste|flat)\.?[ \t]*#?[ \t]*\d",
+                rf"{b}(?i:box)[ \t]+\d|{b}(?i:[afd]po)[ \t]+(?i:a[aep])[ \t]+\d",
+                rf"{b}(?i:zip|postal|post)[^\n\d]{{0,14}}\d{{4}}",
+            )
+        ),
+        "addr_cue": _address_cue_pattern(b, s),
+        "cue": _cue_pattern(b, up, s, up) + "|" + _vocative_pattern(b, up, s),
+        "upper": r"\p{Lu}|\p{Lt}",
+        "token": rf"{up}[\p{{Ll}}'’][\p{{L}}'’]*(?:-[\p{{L}}'’]+)*",
+    }
+
+
+CANDIDATE_KINDS = (
+    "email", "email_obf", "ip", "num", "iban", "card_tail", "addr_num", "addr_word", "addr_cue",
+    "cue",
+)  # fmt: skip
+
+
+# =======================================================================================
+# checksums and validators
+# =======================================================================================
+
+
+def luhn_valid(digits: str) -> bool:
+    """Luhn mod-10 check (payment cards)."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        n = ord(ch) - 48
+        if i % 2:
+            n *= 2
+            if n > 9:
+                n -= 9
+        total += n
+    return total % 10 == 0
+
+
+def iban_valid(iban: str) -> bool:
+    """ISO 13616 check: known country, exact length, mod-97 of the rearranged number == 1."""
+    iban = iban.replace(" ", "").upper()
+    if len(iban) < 5 or IBAN_LENGTHS.get(iban[:2]) != len(iban):
+        return False
+    if not (iban.isascii() and iban.isalnum() and iban[2:4].isdigit()):
+        return False
+    rearranged = iban[4:] + iban[:4]
+    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+
+
+def ssn_valid(area: str, group: str, serial: str) -> bool:
+    """SSA rules: area not 000/666/9xx, group not 00, serial not 0000."""
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+def _ascii_digits(text: str) -> str:
+    return "".join(c for c in text if "0" <= c <= "9")
+
+
+Candidate = tuple[str, int, int]
+
+
+def _locate(text: str, items: Sequence[str] | None) -> Iterator[tuple[int, int]]:
+    """Positions of Rust matches (non-overlapping, in order) in the Python string."""
+    cursor = 0
+    for item in items or ():
+        pos = text.find(item, cursor)
+        if pos < 0:
+            continue
+        cursor = pos + len(item)
+        yield pos, cursor
+
+
+# ---------------------------------------------------------------------------------------
+# structured entities
+# ---------------------------------------------------------------------------------------
+
+
+def _check_ip(text: str, start: int, end: int, p: _Py) -> Iterator[Candidate]:
+    value = text[start:end]
+    if ":" not in value:
+        m = p.ipv4.match(text, start, min(len(text), end + 2))
+        if m and m.end() >= end - 3:
+            yield ("IP_ADDRESS", m.start(), m.end())
+        return
+    before = text[start - 1 : start]
+    after = text[end : end + 1]
+    if (before and (before.isalnum() or before in "_:.")) or (
+        after and (after.isalnum() or after == "_")
+    ):
+        return
+    addr = value.split("/", 1)[0]
+    try:
+        ipaddress.IPv6Address(addr)
+    except ValueError:
+        return
+    if any(c.isdigit() for c in addr) or addr.count(":") >= IPV6_MIN_COLONS_WITHOUT_DIGIT:
+        yield ("IP_ADDRESS", start, end)
+
+
+def _check_number(
+    text: str, start: int, end: int, p: _Py, other: Sequence[Candidate] = ()
+) -> Iterator[Candidate]:
+    """A run of digit groups: card (Luhn), SSN (rules, context) and/or phone (shape, context).
+
+    Phones are looked for only beside the cards, SSNs and ``other`` values (e-mails, IPs,
+    IBANs) found in the run, each piece searched as if those were already placeholders: a second
+    pass then sees what the first saw.
+    """
+    if p.ipv4_shape.fullmatch(text, start, end):
+        return  # an IPv4 address: the IP check has it
+    stop = min(len(text), end + 2)  # the patterns look two characters past a number
+    n_digits = sum(map(str.isdigit, text[start:end]))
+    taken: list[Candidate] = []
+    if n_digits >= CARD_MIN_DIGITS:
+        taken.extend(_check_card(text, start, stop, p))
+    if n_digits >= SSN_DIGITS:
+        taken.extend(_check_ssn(text, start, stop, p))
+    yield from taken
+    blocked = sorted((s, e) for _, s, e in (*taken, *other) if s < stop and e > start)
+    for lo, hi in _subtract(max(0, start - 1), stop, blocked):
+        pos = lo
+        while (m := p.phone.search(text, pos, hi)) is not None:
+            found = _valid_phone(text, m, p)
+            if found:
+                yield ("PHONE", *found)
+            pos = found[1] if found else m.end()
+
+
+def _valid_phone(text: str, m: re.Match[str], p: _Py) -> tuple[int, int] | None:
+    """The phone number ``m`` starts, cut back group by group if it ran into other digits."""
+    while True:
+        core = m.group("core")
+        n_digits = len(_ascii_digits(core)) + len(_ascii_digits(m.group("cc") or ""))
+        if PHONE_MIN_DIGITS <= n_digits <= PHONE_MAX_DIGITS and (
+            _phone_shape_ok(m, core, n_digits, p) or _phone_context(text, m, p)
+        ):
+            return m.start(), m.end()
+        if n_digits <= PHONE_MAX_DIGITS:
+            return None
+        cut = max(text.rfind(sep, m.start(), m.end() - 1) for sep in " .-")
+        shorter = p.phone.match(text, m.start(), cut) if cut > m.start() else None
+        if shorter is None:
+            return None
+        m = shorter
+
+
+def _check_card(text: str, start: int, stop: int, p: _Py) -> Iterator[Candidate]:
+    for m in p.card.finditer(text, start, stop):
+        digits = _ascii_digits(m.group(0))
+        if (
+            CARD_MIN_DIGITS <= len(digits) <= CARD_MAX_DIGITS
+            and digits[0] in CARD_FIRST_DIGITS
+            and len(set(digits)) > 1
+            and luhn_valid(digits)
+        ):
+            yield ("CREDIT_CARD", m.start(), m.end())
+
+
+def _check_ssn(text: str, start: int, stop: int, p: _Py) -> Iterator[Candidate]:
+    for m in p.ssn.finditer(text, start, stop):
+        if ssn_valid(m.group(1), m.group(3), m.group(4)):
+            yield ("US_SSN", m.start(), m.end())
+    for m in p.ssn_plain.finditer(text, start, stop):
+        v = m.group(0)
+        if ssn_valid(v[:3], v[3:5], v[5:]) and _has_cue(
+            p.ssn_cue, text, max(0, m.start() - CONTEXT_WINDOW), m.start()
+        ):
+            yield ("US_SSN", m.start(), m.end())
+
+
+def _phone_shape_ok(m: re.Match[str], core: str, n_digits: int, p: _Py) -> bool:
+    """Formats that read as a phone number without any cue word."""
+    if p.date_like.match(core):
+        return False
+    groups = [g for g in re.split(r"[ .()-]+", core) if g]
+    if m.group("cc") or m.group("ext") or core.startswith("("):
+        return n_digits > PHONE_MIN_DIGITS
+    if len(groups) == 1:
+        return n_digits >= PHONE_PLAIN_MIN_DIGITS and not core.startswith("0000")
+    if n_digits >= PHONE_PLAIN_MIN_DIGITS:
+        return True
+    return n_digits >= PHONE_GROUPED_MIN_DIGITS and len(groups) >= 3
+
+
+def _phone_context(text: str, m: re.Match[str], p: _Py) -> bool:
+    """A phone cue shortly before the number (same line), or a label like 'office' after it."""
+    line_start = text.rfind("\n", 0, m.start()) + 1
+    start = max(line_start, m.start() - CONTEXT_WINDOW)
+    if _has_cue(p.phone_cue, text, start, m.start()):
+        return True
+    after = p.phone_suffix_cue.match(text[m.end() : m.end() + PHONE_SUFFIX_WINDOW])
+    return after is not None and not _in_placeholder(text, m.end() + after.end() - 1)
+
+
+def _has_cue(cue: re.Pattern[str], text: str, start: int, end: int) -> bool:
+    """A cue word in ``text[start:end]`` that is not part of a placeholder.
+
+    Why: '<PHONE>' or '<US_SSN>' left by an earlier pass must not count as the words
+    'phone' or 'SSN', or a second pass would find what the first did not (idempotency).
+    """
+    return any(not _in_placeholder(text, c.start()) for c in cue.finditer(text, start, end))
+
+
+def _in_placeholder(text: str, pos: int) -> bool:
+    """``pos`` lies in an upper-case word wrapped in placeholder brackets or joined by '_'."""
+    i = j = pos
+    while i > 0 and (text[i - 1].isupper() or text[i - 1] == "_"):
+        i -= 1
+    while j < len(text) and (text[j].isupper() or text[j] == "_"):
+        j += 1
+    return (
+        i < j
+        and text[i - 1 : i] in PLACEHOLDER_BRACKETS
+        and text[j : j + 1] in PLACEHOLDER_BRACKETS
+    )
+
+
+def _check_iban(text: str, start: int, end: int, p: _Py) -> Iterator[Candidate]:
+    for m in p.iban_start.finditer(text, start, end):
+        length = IBAN_LENGTHS.get(m.group(0)[:2].upper())
+        if length is None:
+            continue
+        stop = _take_iban_chars(text, m.start(), length)
+        if stop and iban_valid(text[m.start() : stop]):
+            yield ("IBAN", m.start(), stop)
+
+
+def _take_iban_chars(text: str, start: int, length: int) -> int:
+    """End index after exactly ``length`` alphanumerics (single spaces allowed between).
+
+    Why not a regex: the BBAN length depends on the country, and a greedy pattern would
+    swallow the next word of the sentence ("GB82 WEST 1234 5698 7654 32 is ...").
+    """
+    count, i, n = 0, start, len(text)
+    while i < n and count < length:
+        c = text[i]
+        if c.isascii() and c.isalnum():
+            count += 1
+            i += 1
+        elif c == " " and count and i + 1 < n and text[i + 1].isascii() and text[i + 1].isalnum():
+            i += 1
+        else:
+            break
+    if count != length or (i < n and text[i].isascii() and text[i].isalnum()):
+        return 0
+    return i
+
+
+def _check_card_tail(text: str, start: int, end: int, p: _Py) -> Iterator[Candidate]:
+    """'card ending in 4242', 'xxxx-xxxx-xxxx-4242': the visible digits of a card."""
+    m = p.card_tail.search(text, start, min(len(text), end + 1))
+    if m:
+        group = 1 if m.group(1) else 2
+        yield ("CREDIT_CARD", m.start(group), m.end(group))
+
+
+# ---------------------------------------------------------------------------------------
+# PERSON
+# ---------------------------------------------------------------------------------------
+
+_STRONG, _AMBIG, _UNKNOWN, _OTHER = 3, 2, 1, 0
+
+
+@functools.lru_cache(maxsize=TOKEN_CACHE_SIZE)
+def _token_class(token: str) -> int:
+    """How much a capitalised token says 'person name'.
+
+    STRONG: a listed name that is not also a common word, place or product.
+    AMBIG: a listed name that is also an ordinary word ("Will", "Grace", "Jordan").
+    UNKNOWN: a plain alphabetic word in no list (could be a rare surname).
+    OTHER: anything else (common word, product, acronym, digits).
+    """
+    core = _strip_possessive(token)
+    if "-" in core:
+        parts = [_token_class(part) for part in core.split("-") if part]
+        if not parts or _OTHER in parts:
+            return _OTHER
+        return max(parts)
+    core = core.replace("’", "'")  # O’Brien = O'Brien
+    if not core.replace("'", "").isalpha() or (len(core) > 1 and core.isupper()):
+        return _OTHER
+    lex = lexicon()
+    low = core.lower()
+    if low in lex.not_names:
+        return _OTHER
+    if low in lex.strong_names:
+        return _STRONG
+    if low in lex.names:
+        return _AMBIG
+    if low in lex.common or low in lex.places or low in STOPWORDS:
+        return _OTHER
+    return _UNKNOWN
+
+
+def _strip_possessive(token: str) -> str:
+    for tail in ("'s", "’s", "'", "’"):
+        if token.endswith(tail):
+            return token[: -len(tail)]
+    return token
+
+
+def _is_sentence_start(text: str, start: int) -> bool:
+    """True when only spaces, quotes or bullets separate ``start`` from a sentence end."""
+    i = start - 1
+    while i >= 0 and text[i] in " \t\"'“”‘’(*•-–—>?#":
+        i -= 1
+    return i < 0 or text[i] in ".!?\n:;"
+
+
+def _names_in(text: str, start: int, end: int, lowercase_mode: bool, p: _Py) -> Iterator[Candidate]:
+    """Runs of adjacent capitalised tokens in ``text[start:end]`` holding a strong name."""
+    token_re = p.any_token if lowercase_mode else p.cap_token
+    run: list[tuple[int, int, int]] = []  # (start, end, class)
+    place_end = -1  # end of a place prefix ("San", "New") the next token may continue
+    for m in token_re.finditer(text, start, end):
+        tok = m.group(0)
+        cls = _token_class(tok)
+        if m.start() == place_end + 1 and text[place_end] == " ":
+            cls = _OTHER  # "San Francisco", "New York", "Fort Worth": a place, both words
+            if run and run[-1][1] == place_end:
+                run.pop()
+        place_end = m.end() if tok.lower() in PLACE_PREFIXES else -1
+        if lowercase_mode and cls == _AMBIG:
+            cls = _OTHER  # "will", "mark": in lower-case text only listed, unambiguous names
+        elif cls == _UNKNOWN and not lowercase_mode and _is_sentence_start(text, m.start()):
+            cls = _OTHER  # a capital after a full stop is no evidence
+        if len(tok) == 1 and not lowercase_mode:
+            cls = _UNKNOWN if text[m.end() : m.end() + 1] == "." and tok not in "AI" else _OTHER
+        if run and (cls == _OTHER or not _joinable(text, run[-1][1], m.start(), p)):
+            yield from _accept_run(text, run, p)
+            run = []
+        if cls != _OTHER:
+            run.append((m.start(), m.start() + len(_strip_possessive(tok)), cls))
+    if run:
+        yield from _accept_run(text, run, p)
+
+
+def _joinable(text: str, prev_end: int, start: int, p: _Py) -> bool:
+    """Two tokens belong to one name: one space, particles ('van der'), or an initial's dot."""
+    gap = text[prev_end:start]
+    if gap == " ":
+        return True
+    if gap in (". ", "."):
+        return (
+            prev_end >= 1
+            and text[prev_end - 1].isupper()
+            and (prev_end < 2 or not text[prev_end - 2].isalnum())
+        )
+    return bool(p.particle_gap.match(gap))
+
+
+def _accept_run(text: str, run: list[tuple[int, int, int]], p: _Py) -> Iterator[Candidate]:
+    for i in range(0, len(run), MAX_NAME_TOKENS):
+        chunk = run[i : i + MAX_NAME_TOKENS]
+        if any(cls == _STRONG for _, _, cls in chunk):
+            end = chunk[-1][1]
+            m = p.name_suffix.match(text, end)
+            yield ("PERSON", chunk[0][0], m.end() if m else end)
+
+
+def _names_after(
+    text: str, pos: int, p: _Py, followed_by: str | None = None
+) -> Iterator[Candidate]:
+    """Up to MAX_CUE_NAME_TOKENS name-like words right after a cue at ``pos``.
+
+    After 'Dear', 'my name is', 'Mr.' or 'Regards,' a capitalised word that is no common
+    word is taken as a name even if no list has it; a lower-case one only if listed.
+    """
+    lex = lexicon()
+    before = text[max(0, pos - HONORIFIC_LOOKBACK) : pos].rstrip(" \t.").lower().rsplit(None, 1)
+    honorific = bool(before) and before[-1] in _HONORIFIC_SET
+    start = end = -1
+    i = pos
+    for _ in range(MAX_CUE_NAME_TOKENS):
+        m = p.any_token.match(text, i)
+        if not m:
+            break
+        core = _strip_possessive(m.group(0))
+        low = core.lower()
+        if not core.replace("-", "").isalpha() or low in lex.not_names or low in STOPWORDS:
+            break
+        if core[:1].isupper():
+            cls = _token_class(m.group(0))
+            ok = cls != _OTHER or honorific or (core.isupper() and low in lex.names)
+        else:
+            ok = low in lex.names and low not in lex.common
+        if not ok:
+            break
+        if start < 0:
+            start = m.start()
+        end = m.start() + len(core)
+        if text[m.end() : m.end() + 1] != " " or end != m.end():
+            break
+        i = m.end() + 1
+    if start >= 0 and (followed_by is None or text[end : end + 1] in followed_by):
+        suffix = p.name_suffix.match(text, end)
+        yield ("PERSON", start, suffix.end() if suffix else end)
+
+
+VOCATIVE_END = ",!?.;"
+
+
+def _cued_names(text: str, start: int, p: _Py) -> Iterator[Candidate]:
+    """Names after the cue that starts at ``start`` (a Rust cue candidate)."""
+    m = p.person_cue.match(text, start)
+    if m:
+        yield from _names_after(text, m.end(), p)
+        return
+    m = p.vocative_cue.match(text, start)
+    if m:
+        yield from _names_after(text, m.end(), p, followed_by=VOCATIVE_END)
+
+
+def _word_end(text: str, pos: int) -> int:
+    """``pos`` moved past the rest of the word it falls in (a search window never cuts one)."""
+    n = len(text)
+    while pos < n and not text[pos].isspace():
+        pos += 1
+    return pos
+
+
+def _line_bounds(text: str, pos: int) -> tuple[int, int]:
+    start = text.rfind("\n", 0, pos) + 1
+    end = text.find("\n", pos)
+    return start, len(text) if end < 0 else end
+
+
+# ---------------------------------------------------------------------------------------
+# STREET_ADDRESS
+# ---------------------------------------------------------------------------------------
+
+
+def _check_address(
+    text: str, start: int, end: int, lowercase_mode: bool, p: _Py
+) -> Iterator[Candidate]:
+    """Try the exact street forms that fit a Rust address candidate.
+
+    The candidate's first word tells which form produced it; forms that put the street
+    name before the type word or number ('Gyula utca 76') are searched a little before.
+    """
+    n = len(text)
+    head = text[start:end].split(None, 1)[0].rstrip(".").lower()
+    if head[:1].isdigit() or not head[:1].isalnum():
+        line_start = text.rfind("\n", 0, start) + 1
+        words = {w.rstrip(".,").lower() for w in text[start:end].split()}
+        forms = []
+        if words & _SUFFIX_SET:
+            forms.append((p.us_street, 0))
+        if not any(c.isalnum() for c in text[line_start:start]):
+            forms.append((p.line_street, 1))
+        if words & _PREFIX_SET:
+            forms.append((p.prefix_street, 0))
+        lo = line_start if not head[:1].isalnum() else start
+    elif head in ("apartment", "apt", "suite", "ste", "flat"):
+        forms, lo = [(p.unit_alone, 0)], start
+    elif head in ("box", "apo", "fpo", "dpo"):
+        forms, lo = [(p.po_box, 0), (p.military, 0)], max(0, start - ADDRESS_MARGIN_BACK // 3)
+    elif head in ("zip", "postal", "post"):
+        forms, lo = [(p.zip_cue, 1)], start
+    else:
+        forms = [(p.prefix_street, 0), (p.after_street, 0), (p.fused_street, 0)]
+        lo = max(0, start - ADDRESS_MARGIN_BACK)
+    hi = _word_end(text, min(n, end + ADDRESS_MARGIN_FWD))
+    for pattern, group in forms:
+        # most candidates start where the address starts: one anchored try before a scan
+        first = pattern.match(text, lo, hi)
+        if first is not None and _street_form_ok(pattern, first, lowercase_mode, p):
+            matches: Iterator[re.Match[str]] | list[re.Match[str]] = [first]
+        else:
+            matches = pattern.finditer(text, lo, hi)
+        for m in matches:
+            s, e = m.span(group)
+            if e <= start or s >= end or not _street_form_ok(pattern, m, lowercase_mode, p):
+                continue
+            yield ("STREET_ADDRESS", s, _extend_address(text, e, lowercase_mode, p))
+
+
+_SUFFIX_SET = frozenset(STREET_SUFFIXES)
+_PREFIX_SET = frozenset(STREET_PREFIXES)
+
+
+def _street_form_ok(
+    pattern: re.Pattern[str], m: re.Match[str], lowercase_mode: bool, p: _Py
+) -> bool:
+    if pattern is p.prefix_street:
+        return _prefix_street_ok(m, lowercase_mode)
+    if pattern is p.line_street:
+        return _street_words_ok(m.group(1), lowercase_mode, require_uncommon=True)
+    if pattern is p.after_street or pattern is p.fused_street:
+        return _street_words_ok(m.group(0), lowercase_mode)
+    return True
+
+
+def _prefix_street_ok(m: re.Match[str], lowercase_mode: bool) -> bool:
+    """'Rue X 12' needs a number; an English type word ('place', 'via') needs more."""
+    if not (m.group("num1") or m.group("num2")):
+        return False
+    kind = m.group("type").lower()
+    if kind not in AMBIGUOUS_PREFIXES or (m.group("num1") and m.group("num2")):
+        return True
+    name = m.group("name")
+    return (
+        not lowercase_mode
+        and name[:1].isupper()
+        and _street_words_ok(name, lowercase_mode, require_uncommon=True)
+    )
+
+
+def _street_words_ok(chunk: str, lowercase_mode: bool, require_uncommon: bool = False) -> bool:
+    """The words of a street candidate look like a name rather than a sentence."""
+    lex = lexicon()
+    words = [w.strip(".,'’") for w in re.findall(r"[^\W\d_][\w'’.-]*", chunk)]
+    if not words or any(w.lower() in STOPWORDS for w in words):
+        return False
+    if not require_uncommon:
+        return True
+    if all(w[:1].isupper() for w in words) and not lowercase_mode:
+        return True
+    return any(w.lower() not in lex.common for w in words)
+
+
+def _check_address_cue(text: str, start: int, lowercase_mode: bool, p: _Py) -> Iterator[Candidate]:
+    m = p.address_cue.match(text, start)
+    if m:
+        end = _address_body_end(text, m.end(), lowercase_mode, p)
+        if end > m.end():
+            yield ("STREET_ADDRESS", m.end(), _extend_address(text, end, lowercase_mode, p))
+
+
+def _address_body_end(text: str, pos: int, lowercase_mode: bool, p: _Py) -> int:
+    """End of an address written after a cue ('lives at ...'); ``pos`` if none.
+
+    The body runs over numbers, street/unit words, capitalised words and non-English
+    lower-case words, and stops at a function word, a common English word or other
+    punctuation. It counts as an address only with a number and a name-like word.
+    """
+    lex = lexicon()
+    vocab = _street_vocabulary()
+    i = end = pos
+    has_number = has_name = False
+    for _ in range(MAX_ADDRESS_BODY_TOKENS):
+        if i - pos > MAX_ADDRESS_BODY_CHARS:
+            break
+        m = p.body_token.match(text, i)
+        if not m:
+            break
+        if m.group("nl") is not None or m.group("comma") is not None:
+            i = m.end()
+            continue
+        if m.group("num") is not None:
+            has_number = True
+        else:
+            word = m.group("word").rstrip(".")
+            low = word.lower()
+            if low in CONNECTORS and end > pos:
+                i = m.end()
+                continue
+            if low in STOPWORDS or (low in lex.not_names and low not in vocab):
+                break
+            if low not in vocab:
+                if word[:1].isupper() and not lowercase_mode:
+                    if low in lex.common and not word.isupper():
+                        break
+                elif low in lex.common:
+                    break
+                has_name = True
+        end = i = m.end()
+    return end if has_number and has_name else pos
+
+
+@functools.cache
+def _street_vocabulary() -> frozenset[str]:
+    words = {*STREET_SUFFIXES, *STREET_PREFIXES, *STREET_TYPES_AFTER, *UNIT_WORDS, "box", "po"}
+    return frozenset(words)
+
+
+def _extend_address(text: str, end: int, lowercase_mode: bool, p: _Py) -> int:
+    """Extend an address over the unit, city, state and postcode parts that follow it."""
+    lex = lexicon()
+    vocab = _street_vocabulary()
+    for _ in range(MAX_ADDRESS_PARTS):
+        m = p.address_cont.match(text, end)
+        if not m:
+            break
+        city = m.group("city")
+        if city is not None:
+            if "\n" not in m.group("sep") and "," not in m.group("sep") and not city[:1].isupper():
+                break
+            words = re.findall(r"[^\W\d_][\w'’.-]*", city)
+            if any(
+                w.lower() not in CONNECTORS
+                and w != "nan"
+                and w.lower() not in vocab
+                and (w.lower() in STOPWORDS or (w.lower() in lex.common and not w.isupper()))
+                for w in words
+            ):
+                break
+        end = m.end()
+    return end
+
+
+# =======================================================================================
+# resolution
+# =======================================================================================
+
+
+@functools.cache
+def _placeholder_pattern(placeholder_format: str) -> re.Pattern[str]:
+    """Matches any placeholder this format (or the default one) produces."""
+    alternatives = "|".join(ENTITY_TYPES)
+    parts = []
+    for fmt in sorted({placeholder_format, DEFAULT_PLACEHOLDER}):
+        before, _, after = fmt.partition("{entity}")
+        parts.append(re.escape(before) + f"(?:{alternatives})" + re.escape(after))
+    return re.compile("|".join(parts))
+
+
+def _resolve(
+    text: str, candidates: list[Candidate], protected: list[tuple[int, int]]
+) -> list[Span]:
+    """Merge same-type overlaps, then take types by priority, trimming around taken spans."""
+    if not protected:
+        ordered = sorted(candidates, key=lambda c: c[1])
+        if all(a[2] <= b[1] for a, b in itertools.pairwise(ordered)):
+            return [  # nothing overlaps: nothing to merge or trim
+                Span(entity, a, b)
+                for entity, a, b in ((e, *_tidy(text, s, t)) for e, s, t in ordered)
+                if b > a and any(c.isalnum() for c in text[a:b])
+            ]
+    by_type: dict[str, list[tuple[int, int]]] = {}
+    for entity, start, end in candidates:
+        if end > start:
+            by_type.setdefault(entity, []).append((start, end))
+    taken = sorted(protected)
+    out: list[Span] = []
+    for entity in sorted(by_type, key=PRIORITY.__getitem__, reverse=True):
+        new: list[tuple[int, int]] = []
+        for start, end in _merge(by_type[entity]):
+            for a, b in _subtract(start, end, taken):
+                a, b = _tidy(text, a, b)
+                if b > a and any(c.isalnum() for c in text[a:b]):
+                    new.append((a, b))
+        out.extend(Span(entity, a, b) for a, b in new)
+        taken = sorted(taken + new)
+    out.sort(key=lambda s: s.start)
+    return out
+
+
+def _merge(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(intervals):
+        if merged and start < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _subtract(start: int, end: int, taken: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    cur = start
+    for a, b in taken:
+        if b <= cur:
+            continue
+        if a >= end:
+            break
+        if a > cur:
+            yield (cur, a)
+        cur = max(cur, b)
+    if cur < end:
+        yield (cur, end)
+
+
+_EDGE_JUNK = " \t\n\r,;:"
+PLACEHOLDER_BRACKETS = "<>[]{}()_#*"
+_PLACEHOLDER_HINT = DEFAULT_PLACEHOLDER.split("{", 1)[0]
+
+
+def _tidy(text: str, start: int, end: int) -> tuple[int, int]:
+    """Drop separators at the edges so placeholders keep the surrounding punctuation."""
+    while start < end and text[start] in _EDGE_JUNK:
+        start += 1
+    while end > start and text[end - 1] in _EDGE_JUNK:
+        end -= 1
+    return start, end
+
+
+# =======================================================================================
+# the engine: Rust candidates for a column, Python validation per candidate
+# =======================================================================================
+
+
+def _candidate_frame(texts: pl.Series) -> pl.DataFrame:
+    """One row per text: candidate substrings per kind, strong-name tokens, 'no capitals'.
+
+    Rows without any candidate are dropped; ``idx`` is the position in ``texts``.
+    """
+    rx = _rust()
+    t = pl.col("t")
+    base = pl.DataFrame({"t": texts.cast(pl.String)}).with_row_index("idx")
+    cands = base.select(
+        "idx",
+        "t",
+        *[t.str.extract_all(rx[k]).alias(k) for k in CANDIDATE_KINDS],
+        (t.str.len_bytes().gt(0) & ~t.str.contains(rx["upper"])).alias("lower"),
+    )
+    names = _strong_name_hits(base, rx["token"])
+    cands = cands.join(names, on="idx", how="left")
+    keep = pl.col("lower") | pl.col("names").is_not_null()
+    for k in CANDIDATE_KINDS:
+        keep = keep | (pl.col(k).list.len() > 0)
+    return cands.filter(keep.fill_null(False))
+
+
+def _strong_name_hits(base: pl.DataFrame, token_rx: str) -> pl.DataFrame:
+    """Per text, the capitalised tokens that are listed strong names.
+
+    A Rust-side hash join for columns; for a handful of texts a Python set lookup, since
+    hashing the name list into polars costs more than the texts themselves.
+    """
+    tokens = (
+        base.select("idx", pl.col("t").str.extract_all(token_rx).alias("tok"))
+        .explode("tok")
+        .drop_nulls("tok")
+        .with_columns(pl.col("tok").str.split("-"))
+        .explode("tok")
+    )
+    if base.height <= SMALL_BATCH_ROWS:
+        keys = _strong_name_keys()
+        hits = tokens.filter(
+            pl.Series([t.lower() in keys for t in tokens["tok"].to_list()], dtype=pl.Boolean)
+        )
+    else:
+        hits = tokens.filter(pl.col("tok").str.to_lowercase().is_in(_strong_name_series()))
+    return hits.group_by("idx").agg(pl.col("tok").unique().alias("names"))
+
+
+@functools.cache
+def _strong_name_keys() -> frozenset[str]:
+    """Lower-cased strong names, also with possessive endings (the Rust tokens keep them)."""
+    names = lexicon().strong_names
+    keys = set(names) | {n.replace("'", "’") for n in names if "'" in n}
+    for tail in ("'s", "’s", "'", "’"):
+        keys.update([k + tail for k in keys])
+    return frozenset(keys)
+
+
+@functools.cache
+def _strong_name_series() -> pl.Series:
+    return pl.Series(sorted(_strong_name_keys()), dtype=pl.String).implode()
+
+
+_ITEM_KINDS = (*CANDIDATE_KINDS, "names")
+
+Item = tuple[int, str, bool, tuple[list[str] | None, ...]]
+"""(row index, text, has no capitals, candidates per kind in _ITEM_KINDS order)."""
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pause the cyclic GC while building many small acyclic objects (measured: -25% CPU)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def candidate_items(texts: pl.Series) -> list[Item]:
+    """The Rust half of the engine: the rows of ``texts`` that may hold PII, with candidates.
+
+    Why the long form: turning mostly-empty list columns into Python objects row by row
+    costs more than the detection itself; exploding the non-empty ones is cheap.
+    """
+    if texts.len() == 0:
+        return []
+    frame = _candidate_frame(texts)
+    long = pl.concat(
+        [
+            frame.select("idx", pl.lit(k, dtype=pl.UInt8).alias("kind"), pl.col(kind).alias("v"))
+            .filter(pl.col("v").list.len() > 0)
+            .explode("v")
+            for k, kind in enumerate(_ITEM_KINDS)
+        ]
+    )
+    cands: dict[int, list[list[str] | None]] = {}
+    with _no_gc():
+        return _assemble(frame, long, cands)
+
+
+def _assemble(frame: pl.DataFrame, long: pl.DataFrame, cands: dict) -> list[Item]:
+    for i, k, v in zip(*(long[c].to_list() for c in ("idx", "kind", "v")), strict=True):
+        row = cands.get(i)
+        if row is None:
+            row = cands[i] = [None] * len(_ITEM_KINDS)
+        if row[k] is None:
+            row[k] = [v]
+        else:
+            row[k].append(v)
+    empty = (None,) * len(_ITEM_KINDS)
+    return [
+        (i, text, bool(low), tuple(cands[i]) if i in cands else empty)
+        for i, text, low in zip(
+            frame["idx"].to_list(), frame["t"].to_list(), frame["lower"].to_list(), strict=True
+        )
+    ]
+
+
+def detect_item(item: Item, placeholder_format: str = DEFAULT_PLACEHOLDER) -> list[Span]:
+    """The Python half of the engine: validated, resolved spans of one candidate text."""
+    p = _py()
+    _, text, lower, cands = item
+    email, email_obf, ip, num, iban, card_tail, addr_num, addr_word, addr_cue, cue, names = cands
+    found: list[Candidate] = []
+    if email:
+        found.extend(("EMAIL", s, e) for s, e in _locate(text, email))
+    if email_obf:
+        found.extend(("EMAIL", s, e) for s, e in _locate(text, email_obf))
+    if ip:
+        for start, end in _locate(text, ip):
+            found.extend(_check_ip(text, start, end, p))
+    if iban:
+        for start, end in _locate(text, iban):
+            found.extend(_check_iban(text, start, end, p))
+    if card_tail:
+        for start, end in _locate(text, card_tail):
+            found.extend(_check_card_tail(text, start, end, p))
+    if num:  # after the values that outrank a phone, so that phones are cut around them
+        before = tuple(found)
+        for start, end in _locate(text, num):
+            found.extend(_check_number(text, start, end, p, before))
+    for addr in (addr_num, addr_word):
+        if addr:
+            for start, end in _locate(text, addr):
+                found.extend(_check_address(text, start, end, lower, p))
+    if addr_cue:
+        for start, _ in _locate(text, addr_cue):
+            found.extend(_check_address_cue(text, start, lower, p))
+    if lower:  # no capitals anywhere: the Rust prefilter, which wants capitals, is blind
+        for m in p.person_cue.finditer(text):
+            found.extend(_names_after(text, m.end(), p))
+        found.extend(_names_in(text, 0, len(text), True, p))
+    else:
+        if cue:
+            for start, _ in _locate(text, cue):
+                found.extend(_cued_names(text, start, p))
+        if names:
+            found.extend(_names_near(text, names, p))
+    if not found:
+        return []
+    protected = (
+        [(m.start(), m.end()) for m in _placeholder_pattern(placeholder_format).finditer(text)]
+        if _PLACEHOLDER_HINT in text or placeholder_format != DEFAULT_PLACEHOLDER
+        else []
+    )
+    return _resolve(text, found, protected)
+
+
+def _names_near(text: str, names: Sequence[str], p: _Py) -> Iterator[Candidate]:
+    """Name runs around each strong-name token Rust found (within its line).
+
+    Each hit gets a window of NAME_WINDOW characters either side, widened to whole words
+    plus one more word before (a place prefix: "San | Diego"); overlapping or touching
+    windows are merged, so every run is read once and whole.
+    """
+    windows: list[tuple[int, int]] = []
+    for name in names:
+        pos = text.find(name)
+        while pos >= 0:
+            line_start, line_end = _line_bounds(text, pos)
+            lo = max(line_start, pos - NAME_WINDOW)
+            for _ in range(2):  # back to a word start, then one word more
+                space = text.rfind(" ", line_start, max(line_start, lo - 1))
+                lo = space + 1 if space >= 0 else line_start
+            hi = min(line_end, _word_end(text, pos + len(name) + NAME_WINDOW))
+            windows.append((lo, hi))
+            pos = text.find(name, pos + len(name))
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(windows):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    for lo, hi in merged:
+        yield from _names_in(text, lo, hi, False, p)
+
+
+def detect_series(
+    texts: pl.Series, placeholder_format: str = DEFAULT_PLACEHOLDER
+) -> dict[int, list[Span]]:
+    """Spans of every entity type, per row index, for the rows of ``texts`` that hold PII."""
+    out: dict[int, list[Span]] = {}
+    for item in candidate_items(texts):
+        spans = detect_item(item, placeholder_format)
+        if spans:
+            out[item[0]] = spans
+    return out
+
+
+def find_entities(
+    text: str,
+    entities: Sequence[str] = ENTITY_TYPES,
+    placeholder_format: str = DEFAULT_PLACEHOLDER,
+) -> list[Span]:
+    """Detect PII in ``text``: non-overlapping spans, sorted by position.
+
+    All detectors run so that overlaps resolve the same way whatever is asked for (the
+    name inside an e-mail address is part of the address); only ``entities`` are
+    returned. Existing placeholders are never part of a span.
+    """
+    if not text:
+        return []
+    spans = detect_series(pl.Series([text], dtype=pl.String), placeholder_format).get(0, [])
+    wanted = set(entities)
+    return [s for s in spans if s.entity in wanted]
+
+
+def replace_spans(
+    text: str, spans: Sequence[Span], placeholder_format: str = DEFAULT_PLACEHOLDER
+) -> str:
+    """Replace each span with its placeholder (spans sorted and non-overlapping)."""
+    parts: list[str] = []
+    cur = 0
+    for span in spans:
+        parts.append(text[cur : span.start])
+        parts.append(placeholder_format.format(entity=span.entity))
+        cur = span.end
+    parts.append(text[cur:])
+    return "".join(parts)
+
+
+def scrub_text(
+    text: str,
+    entities: Sequence[str] = ENTITY_TYPES,
+    placeholder_format: str = DEFAULT_PLACEHOLDER,
+) -> tuple[str, Counter[str]]:
+    """Replace PII in ``text`` with placeholders; return the new text and counts per type."""
+    spans = find_entities(text, entities, placeholder_format)
+    return replace_spans(text, spans, placeholder_format), Counter(s.entity for s in spans)
+
+
+ScrubResult = tuple[int, str, dict[str, int]]
+"""(position in the input, scrubbed text, placeholders per entity) for a text that changed."""
+
+
+def scrub_items(
+    items: Sequence[Item], entities: Sequence[str], placeholder_format: str
+) -> list[ScrubResult]:
+    """Scrub candidate texts (the Python half only)."""
+    wanted = set(entities)
+    out: list[ScrubResult] = []
+    for item in items:
+        spans = [sp for sp in detect_item(item, placeholder_format) if sp.entity in wanted]
+        if spans:
+            counts: dict[str, int] = {}
+            for sp in spans:
+                counts[sp.entity] = counts.get(sp.entity, 0) + 1
+            out.append((item[0], replace_spans(item[1], spans, placeholder_format), counts))
+    return out
+
+
+def scrub_texts(
+    texts: Sequence[str], entities: Sequence[str], placeholder_format: str, offset: int = 0
+) -> list[ScrubResult]:
+    """Scrub a list of non-null texts: both halves of the engine; a worker's whole job.
+
+    Returns results only for texts that changed, at their position plus ``offset``.
+    """
+    items = candidate_items(pl.Series(texts, dtype=pl.String))
+    results = scrub_items(items, entities, placeholder_format)
+    return [(i + offset, new, counts) for i, new, counts in results] if offset else results
+
+
+class WorkerPool:
+    """Processes that scrub shares of a batch in parallel (a context manager).
+
+    Why processes: half of the work is pure Python, so threads would share one core.
+    Each worker runs both halves of the engine on its share (polars with one thread),
+    so only texts travel between processes. Workers are spawned, not forked (the parent
+    runs polars threads), and load their word lists once. With ``workers <= 1``
+    everything runs in the calling process.
+    """
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._pool: Any = None
+
+    def __enter__(self) -> WorkerPool:
+        if self.workers > 1:
+            self._pool = _spawn_pool(self.workers)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool.join()
+            self._pool = None
+
+    def submit(
+        self, texts: Sequence[str], entities: Sequence[str], placeholder_format: str
+    ) -> _Pending:
+        """Start scrubbing ``texts``; ``.get()`` on the result waits for it."""
+        if self._pool is None or len(texts) < PARALLEL_MIN_TEXTS:
+            return _Pending(scrub_texts(texts, entities, placeholder_format))
+        size = -(-len(texts) // (self.workers * CHUNKS_PER_WORKER))
+        args = [
+            (texts[i : i + size], list(entities), placeholder_format, i)
+            for i in range(0, len(texts), size)
+        ]
+        return _Pending(None, self._pool.starmap_async(scrub_texts, args))
+
+
+def _spawn_pool(workers: int) -> Any:
+    """A spawn-context pool whose workers use one polars thread each.
+
+    Spawned children re-import the parent's ``__main__`` unless it is hidden, and an
+    unguarded entry point (``python -m pipelines``) would then run again in every
+    worker; the workers only need this module, so they see an empty ``__main__``.
+    """
+    import multiprocessing
+    import os
+    import sys
+    import types
+
+    main = sys.modules["__main__"]
+    threads = os.environ.get("POLARS_MAX_THREADS")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    os.environ["POLARS_MAX_THREADS"] = "1"
+    try:
+        return multiprocessing.get_context("spawn").Pool(workers, initializer=_warm_up)
+    finally:
+        sys.modules["__main__"] = main
+        if threads is None:
+            os.environ.pop("POLARS_MAX_THREADS", None)
+        else:
+            os.environ["POLARS_MAX_THREADS"] = threads
+
+
+class _Pending:
+    """Results now (in-process path) or later (worker path)."""
+
+    def __init__(self, results: list[ScrubResult] | None, handle: Any = None):
+        self._results = results
+        self._handle = handle
+
+    def get(self) -> list[ScrubResult]:
+        if self._results is None:
+            self._results = [r for part in self._handle.get() for r in part]
+        return self._results
+
+
+def _warm_up() -> None:
+    """Load word lists, compile patterns and build the name set in a fresh worker.
+
+    The loaded lists are then frozen out of the cyclic GC's sight: they live as long
+    as the worker, and rescanning them on every collection costs time.
+    """
+    lexicon()
+    _py()
+    _strong_name_series()
+    gc.freeze()
+
+
+def scrub_values(
+    values: pl.Series,
+    entities: Sequence[str] = ENTITY_TYPES,
+    placeholder_format: str = DEFAULT_PLACEHOLDER,
+    pool: WorkerPool | None = None,
+) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """Scrub distinct non-null strings; return {old: new} and the counts per changed value."""
+    texts = values.to_list()
+    results = (pool or WorkerPool(1)).submit(texts, entities, placeholder_format).get()
+    mapping = {texts[i]: new for i, new, _ in results}
+    per_value = {texts[i]: counts for i, _, counts in results}
+    return mapping, per_value
+
+
+def scrub_series(
+    s: pl.Series,
+    entities: Sequence[str] = ENTITY_TYPES,
+    placeholder_format: str = DEFAULT_PLACEHOLDER,
+    pool: WorkerPool | None = None,
+) -> tuple[pl.Series, Counter[str]]:
+    """Scrub a whole String column; nulls stay null; equals ``scrub_text`` row by row.
+
+    Why it is fast: distinct values are scrubbed once, the Rust engine of polars finds
+    candidates in all of them at once, and Python only validates those candidates.
+    """
+    counts: Counter[str] = Counter()
+    s = s.cast(pl.String)
+    if s.len() == s.null_count():
+        return s, counts
+    mapping, per_value = scrub_values(s.drop_nulls().unique(), entities, placeholder_format, pool)
+    if not mapping:
+        return s, counts
+    keys = pl.Series(list(mapping), dtype=pl.String).implode()
+    for value, n in s.filter(s.is_in(keys)).value_counts().iter_rows():
+        for entity, k in per_value[value].items():
+            counts[entity] += k * n
+    return s.replace(mapping), counts

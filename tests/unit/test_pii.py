@@ -1,0 +1,274 @@
+"""PII detection and replacement: each entity type, checksum rejects, guards, idempotency."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipelines import pii, pii_eval
+from pipelines.pii import ENTITY_TYPES, Span, find_entities, scrub_series, scrub_text
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def masked(text: str, **kwargs) -> str:
+    return scrub_text(text, **kwargs)[0]
+
+
+# --- each entity type --------------------------------------------------------------------
+
+DETECTED = [
+    ("EMAIL", "Write to jane.doe+work@example.co.uk today.", "jane.doe+work@example.co.uk"),
+    ("EMAIL", "mail: j.smith [at] example.com", "j.smith [at] example.com"),
+    ("PHONE", "Call me at (415) 555-0134 tomorrow.", "(415) 555-0134"),
+    ("PHONE", "Our London office: +44 20 7946 0958.", "+44 20 7946 0958"),
+    ("PHONE", "Text 415.555.0134 when you land.", "415.555.0134"),
+    ("PHONE", "Reach me on +1-718-984-4864x123.", "+1-718-984-4864x123"),
+    ("PHONE", "Phone: 0431 19 97 94", "0431 19 97 94"),
+    ("PHONE", "They can call +49 30 233488 during business hours.", "+49 30 233488"),
+    ("CREDIT_CARD", "Card 4111 1111 1111 1111 was declined.", "4111 1111 1111 1111"),
+    ("CREDIT_CARD", "paid with 5500-0000-0000-0004", "5500-0000-0000-0004"),
+    ("CREDIT_CARD", "amex 378282246310005 on file", "378282246310005"),
+    ("CREDIT_CARD", "the card ending in 4242 was charged", "4242"),
+    ("IBAN", "My IBAN is GB82 WEST 1234 5698 7654 32, thanks.", "GB82 WEST 1234 5698 7654 32"),
+    ("IBAN", "pay to DE89370400440532013000", "DE89370400440532013000"),
+    ("IBAN", "my iban is gb82west12345698765432", "gb82west12345698765432"),
+    ("US_SSN", "My SSN is 123-45-6789.", "123-45-6789"),
+    ("US_SSN", "social security number 078051120 on the form", "078051120"),
+    ("IP_ADDRESS", "The errors come from 192.168.10.24 since noon.", "192.168.10.24"),
+    ("IP_ADDRESS", "host=2001:db8:85a3::8a2e:370:7334 is down", "2001:db8:85a3::8a2e:370:7334"),
+    ("IP_ADDRESS", "link-local fe80::1ff:fe23:4567:890a answered", "fe80::1ff:fe23:4567:890a"),
+    ("PERSON", "Hi Siobhan, the report is ready.", "Siobhan"),
+    ("PERSON", "Dear Mr. Okonkwo, thank you.", "Okonkwo"),
+    ("PERSON", "Thanks,\nMeiling Chen", "Meiling Chen"),
+    ("PERSON", "Kind regards,\nAleksandr Petrov", "Aleksandr Petrov"),
+    ("PERSON", "my name is Tihomir Zulu", "Tihomir Zulu"),
+    ("PERSON", "I spoke with Priya Sharma about it.", "Priya Sharma"),
+    ("PERSON", "Good luck, Diego, and post updates.", "Diego"),
+    ("PERSON", "have you been to a david lange concert before?", "david lange"),
+    ("STREET_ADDRESS", "Ship it to 5737 Willow Ave Apt 19E.", "5737 Willow Ave Apt 19E"),
+    (
+        "STREET_ADDRESS",
+        "I live at 1600 Pennsylvania Avenue NW, Washington, DC 20500 with my dog.",
+        "1600 Pennsylvania Avenue NW, Washington, DC 20500",
+    ),
+    ("STREET_ADDRESS", "Send it to 221B Baker Street, London", "221B Baker Street, London"),
+    ("STREET_ADDRESS", "Our office: Auerstrasse 84, Lyss", "Auerstrasse 84, Lyss"),
+    ("STREET_ADDRESS", "Meet me at 14 Rue Aghlab tomorrow", "14 Rue Aghlab"),
+    ("STREET_ADDRESS", "PSC 7580, Box 2412\nAPO AA 63571", "PSC 7580, Box 2412\nAPO AA 63571"),
+    ("STREET_ADDRESS", "My zip code is 05520", "05520"),
+]
+
+
+@pytest.mark.parametrize(
+    ("entity", "text", "value"), DETECTED, ids=[f"{e}-{i}" for i, (e, _, _) in enumerate(DETECTED)]
+)
+def test_each_entity_type_is_detected(entity, text, value):
+    spans = find_entities(text)
+    found = [(s.entity, s.text_of(text)) for s in spans]
+    assert (entity, value) in found, found
+    assert value not in masked(text)
+    assert f"<{entity}>" in masked(text)
+
+
+def test_every_entity_type_has_a_detection_case():
+    assert {e for e, _, _ in DETECTED} == set(ENTITY_TYPES)
+
+
+# --- checksum and rule rejects -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "entity"),
+    [
+        ("Order 4111 1111 1111 1112 shipped.", "CREDIT_CARD"),  # Luhn fails
+        ("ref 1234567812345678 in the ledger", "CREDIT_CARD"),  # Luhn fails
+        ("IBAN GB83 WEST 1234 5698 7654 32 please", "IBAN"),  # wrong check digits
+        ("IBAN GB82 WEST 1234 5698 7654 3 please", "IBAN"),  # wrong length for GB
+        ("id 000-12-3456 and 666-12-3456 and 912-34-5678", "US_SSN"),  # invalid areas
+        ("version 300.1.2.999 is out", "IP_ADDRESS"),  # octet > 255
+        ("the C++ operator std::vector and 12:30:45", "IP_ADDRESS"),  # not IPv6
+    ],
+)
+def test_invalid_values_are_not_detected(text, entity):
+    assert entity not in {s.entity for s in find_entities(text)}
+
+
+def test_luhn_and_iban_checksums():
+    assert pii.luhn_valid("4111111111111111")
+    assert not pii.luhn_valid("4111111111111112")
+    assert pii.iban_valid("GB82 WEST 1234 5698 7654 32")
+    assert not pii.iban_valid("GB82 WEST 1234 5698 7654 33")
+    assert not pii.iban_valid("XX82 WEST 1234 5698 7654 32")
+    assert pii.ssn_valid("123", "45", "6789")
+    assert not pii.ssn_valid("900", "45", "6789")
+
+
+def test_short_numbers_need_a_phone_cue():
+    assert "PHONE" not in {s.entity for s in find_entities("We sold 33 93 31 units")}
+    assert "PHONE" in {s.entity for s in find_entities("Call me on 33 93 31")}
+
+
+# --- false-positive guards ---------------------------------------------------------------
+
+CLEAN = [
+    "Dear team, the Monday meeting about Kubernetes is moved to Tuesday.",
+    "Hi all, thanks for the quick review!",
+    "Please deploy version 2.4.1 to staging before 10:30 on 2024-05-01.",
+    "The refund shows up within 5 to 7 business days.",
+    "Our Q3 revenue grew 12% and we shipped 3 fixes.",
+    "Kind regards,\nThe Support Team",
+    "Will this work on Windows and Linux?",
+    "The API returns HTTP 404 when the user id is missing.",
+    "Walk 5 minutes down the road and turn left.",
+    "Thanks for contacting Acme Support about your Pro annual plan.",
+    "Python, Rust and Go are all fine choices for this service.",
+    "We met in January and again in March.",
+]
+
+
+@pytest.mark.parametrize("text", CLEAN)
+def test_ordinary_text_is_untouched(text):
+    assert masked(text) == text
+
+
+# --- placeholders, idempotency, entity selection -----------------------------------------
+
+
+def test_placeholder_format_is_used():
+    text = "Mail jane@example.com now"
+    assert masked(text, placeholder_format="[{entity}]") == "Mail [EMAIL] now"
+
+
+def test_only_requested_entities_are_replaced():
+    text = "Hi Sarah, mail jane@example.com or call (415) 555-0134."
+    out, counts = scrub_text(text, entities=["EMAIL"])
+    assert out == "Hi Sarah, mail <EMAIL> or call (415) 555-0134."
+    assert counts == {"EMAIL": 1}
+
+
+def test_existing_placeholders_are_kept_and_scrubbing_is_idempotent():
+    text = (
+        "Hi <PERSON>, call <PHONE> or Mr. Okafor at 212-555-0187, 10 Oak Street <STREET_ADDRESS>."
+    )
+    once = masked(text)
+    assert once.count("<PERSON>") == 2 and once.count("<PHONE>") == 2
+    assert "<STREET_ADDRESS>" in once
+    assert masked(once) == once
+
+
+def test_spans_are_sorted_and_disjoint():
+    text = "Email john.smith@example.com, John Smith, 12 Main St, (415) 555-0134, 10.0.0.1"
+    spans = find_entities(text)
+    assert spans == sorted(spans, key=lambda s: s.start)
+    assert all(a.end <= b.start for a, b in itertools.pairwise(spans))
+    assert Span("EMAIL", 6, 28) in spans  # the name inside the address is part of it
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(max_size=200))
+def test_scrubbing_never_crashes_and_is_idempotent(text):
+    once = masked(text)
+    assert masked(once) == once
+
+
+PII_ALPHABET = st.sampled_from(
+    ["Hi ", "Sarah", " ", "Smith", ",", "\n", "12", " Main St", "415-555-0134", "@", "x.com",
+     "Dear ", "Mr. ", "4111 1111 1111 1111", "<PERSON>", "GB82 WEST 1234 5698 7654 32", ".",
+     "192.168.0.1", "Apt 4", "é", "Ωmega", "call me at ", "regards,\n"]
+)  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(PII_ALPHABET, max_size=14).map("".join))
+def test_idempotent_on_pii_like_text(text):
+    once = masked(text)
+    assert masked(once) == once
+
+
+# --- batch path --------------------------------------------------------------------------
+
+
+def test_series_keeps_nulls_and_equals_scrub_text():
+    texts = [
+        "Hi Sarah, call (415) 555-0134.",
+        None,
+        "",
+        "nothing to see here",
+        "Hi Sarah, call (415) 555-0134.",
+        "IBAN GB82 WEST 1234 5698 7654 32 and jane@example.com",
+    ]
+    out, counts = scrub_series(pl.Series("t", texts))
+    assert out.name == "t"
+    assert out[1] is None
+    for original, scrubbed in zip(texts, out.to_list(), strict=True):
+        if original is not None:
+            assert scrubbed == masked(original)
+    assert counts == {"PERSON": 2, "PHONE": 2, "IBAN": 1, "EMAIL": 1}
+
+
+def test_series_of_only_nulls_and_empty_series():
+    assert scrub_series(pl.Series([None, None], dtype=pl.String))[0].to_list() == [None, None]
+    assert scrub_series(pl.Series([], dtype=pl.String))[0].len() == 0
+
+
+def test_worker_pool_gives_the_same_result(monkeypatch):
+    monkeypatch.setattr(pii, "PARALLEL_MIN_TEXTS", 1)
+    texts = [f"Hi Sarah, ticket {i}: call (415) 555-01{i % 100:02d}" for i in range(40)]
+    serial = scrub_series(pl.Series(texts))[0]
+    with pii.WorkerPool(2) as pool:
+        parallel = scrub_series(pl.Series(texts), pool=pool)[0]
+    assert parallel.to_list() == serial.to_list()
+    assert "<PHONE>" in serial[0]
+
+
+def test_resources_load_lazily():
+    code = (
+        "import pipelines.pii as p; "
+        "assert p.lexicon.cache_info().currsize == 0; "
+        "assert p._py.cache_info().currsize == 0; print('ok')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lex = pii.lexicon()
+    assert len(lex.first) > 5000 and len(lex.last) > 5000
+    assert "monday" in lex.not_names and "siobhan" in lex.strong_names
+
+
+# --- scoring helpers ---------------------------------------------------------------------
+
+
+def test_scoring_rules():
+    sample = pii_eval.Sample("x" * 40, (Span("PERSON", 0, 10), Span("PHONE", 20, 30)))
+    preds = [[Span("PERSON", 5, 8), Span("PHONE", 31, 35), Span("EMAIL", 0, 2)]]
+    overlap = pii_eval.score([sample], preds, "overlap")
+    assert overlap["PERSON"].recall == 1.0 and overlap["PERSON"].precision == 1.0
+    assert overlap["PHONE"].recall == 0.0 and overlap["PHONE"].precision == 0.0
+    assert overlap["EMAIL"].precision == 0.0 and overlap["EMAIL"].recall is None
+    cover = pii_eval.score([sample], preds, "coverage50")
+    assert cover["PERSON"].recall == 0.0 and cover["PERSON"].precision == 1.0
+    exact = pii_eval.score([sample], [[Span("PERSON", 0, 10)]], "exact")
+    assert exact["PERSON"].f1 == 1.0
+
+
+def test_dataset_types_are_mapped_and_unknown_ones_counted():
+    rows = [
+        {
+            "full_text": "Call Ann at 555-0100 on Monday",
+            "spans": [
+                {"entity_type": "PERSON", "start_position": 5, "end_position": 8},
+                {"entity_type": "PHONE_NUMBER", "start_position": 12, "end_position": 20},
+                {"entity_type": "DATE_TIME", "start_position": 24, "end_position": 30},
+            ],
+        }
+    ]
+    ds = pii_eval.parse_presidio_research(rows)
+    assert [s.entity for s in ds.samples[0].gold] == ["PERSON", "PHONE"]
+    assert ds.ignored_types == {"DATE_TIME": 1}
