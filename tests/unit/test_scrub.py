@@ -102,7 +102,7 @@ def test_stage_metrics_count_per_entity_and_field(layout):
     assert metrics["fields"]["prompt"] == {"EMAIL": 2, "IP_ADDRESS": 1, "PHONE": 2, "US_SSN": 1}
     assert metrics["fields"]["other_output_text"] == {"PERSON": 1}
     assert sum(metrics["entities"].values()) == metrics["placeholders_total"]
-    assert metrics["seconds"] >= 0
+    assert "seconds" not in metrics  # metrics are identical on a rerun
 
 
 def test_stage_honours_entities_and_placeholder_format(layout):
