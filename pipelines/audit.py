@@ -14,6 +14,7 @@ Run it on your own deployment too::
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -60,7 +61,7 @@ def file_texts(path: Path) -> Iterator[pl.Series]:
             return
         except Exception:
             pass
-    data = path.read_bytes()
+    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     text = data.decode("utf-8", errors="replace")
     variants = [text, re.sub(r"\s+", " ", text)]
     if b"\\u" in data:  # JSON with escaped non-ASCII
@@ -106,3 +107,18 @@ def scan(roots: Iterable[str | Path], canaries: list[tuple[str, str]]) -> tuple[
             found.update(index[v] for v in matched.to_list() if _whole_word_in(v, series))
         hits.extend(Hit(str(path), canaries[i][0], i) for i in sorted(found))
     return hits, n_files
+
+
+def without_public(canaries: list[tuple[str, str]], public_inputs: Iterable[str | Path]) -> tuple[
+    list[tuple[str, str]], list[tuple[str, str]]
+]:
+    """Split canaries into (still checked, excluded) by whether public inputs already hold them.
+
+    Why: the pipeline also reads public data sets (hh-rlhf, xstest). A planted first name
+    like "Diego" also occurs there in "San Diego"; finding it in the pairs proves nothing
+    about our events. Those values are excluded and reported, never silently dropped.
+    """
+    hits, _ = scan(public_inputs, canaries)
+    public = {h.canary_index for h in hits}
+    kept = [c for i, c in enumerate(canaries) if i not in public]
+    return kept, [canaries[i] for i in sorted(public)]

@@ -123,14 +123,22 @@ def audit(
     canaries: Annotated[Path, typer.Option(help="canaries.json listing the PII values to look for")] = Path(
         "data/raw/canaries.json"
     ),
+    public: Annotated[
+        list[Path] | None,
+        typer.Option(help="public inputs (e.g. ../shared/data): canaries they already hold prove nothing"),
+    ] = None,
 ) -> None:
     """Search files (Parquet cells included) for canary PII values; exit 1 on any hit.
 
     Prints where each hit is and its entity type, never the value itself.
     """
-    from pipelines.audit import load_canaries, scan
+    from pipelines.audit import load_canaries, scan, without_public
 
-    hits, n_files = scan(paths, load_canaries(canaries))
+    values = load_canaries(canaries)
+    if public:
+        values, excluded = without_public(values, public)
+        typer.echo(f"audit: {len(excluded)} canaries also occur in the public inputs and are not checked")
+    hits, n_files = scan(paths, values)
     for hit in hits:
         typer.echo(f"LEAK {hit.entity} (canary #{hit.canary_index}) in {hit.path}")
     typer.echo(f"audit: {n_files} files scanned, {len(hits)} canary hits")

@@ -110,7 +110,7 @@ class PairsParams(Section):
 class BuiltinModelParams(Section):
     """Shape of the embedded default: a small Llama-style model made from a config."""
 
-    vocab_size: int = Field(4096, ge=300, description="byte-level BPE vocabulary (incl. 256 bytes)")
+    vocab_size: int = Field(2048, ge=300, description="byte-level BPE vocabulary (incl. 256 bytes)")
     min_frequency: int = Field(2, ge=1, description="a merge must occur this often in the corpus")
     hidden_size: int = Field(128, ge=8)
     num_layers: int = Field(2, ge=1)
@@ -128,10 +128,10 @@ class BuiltinModelParams(Section):
 class WarmupParams(Section):
     """Full fine-tuning of the builtin model from random init on the training corpus."""
 
-    max_steps: int = Field(300, ge=0, description="0 = no warm-up (random weights)")
+    max_steps: int = Field(200, ge=0, description="0 = no warm-up (random weights)")
     learning_rate: float = Field(3e-3, gt=0)
     batch_size: int = Field(16, ge=1)
-    max_length: int = Field(256, ge=16)
+    max_length: int = Field(192, ge=16)
     max_texts: int = Field(20000, ge=1, description="corpus conversations used (tokenizer + warm-up)")
 
 
@@ -158,7 +158,7 @@ class LoraParams(Section):
 class SFTPhaseParams(Section):
     """LoRA SFT on the chosen responses, merged into the weights before DPO."""
 
-    max_steps: int = Field(30, ge=0, description="0 = skip the SFT phase")
+    max_steps: int = Field(20, ge=0, description="0 = skip the SFT phase")
     learning_rate: float = Field(1e-3, gt=0)
 
 
@@ -166,18 +166,21 @@ class DPOPhaseParams(Section):
     beta: float = Field(0.1, gt=0)
     loss_type: str = Field("sigmoid", description="any TRL DPO loss: sigmoid, ipo, hinge, robust, ...")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)
+    ld_alpha: float | None = Field(
+        None, ge=0, le=1, description="LD-DPO: weight of tokens past the shorter response (None = plain DPO)"
+    )
     learning_rate: float = Field(5e-4, gt=0)
-    max_steps: int = Field(120, ge=0, description="0 = run num_epochs instead")
+    max_steps: int = Field(80, ge=0, description="0 = run num_epochs instead")
     num_epochs: float = Field(1.0, gt=0)
 
 
 class TrainParams(Section):
-    max_length: int = Field(256, ge=16, description="prompt + response tokens")
-    max_prompt_length: int = Field(128, ge=8, description="prompts are cut from the left to fit")
+    max_length: int = Field(192, ge=16, description="prompt + response tokens")
+    max_prompt_length: int = Field(96, ge=8, description="prompts are cut from the left to fit")
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    eval_steps: int = Field(40, ge=1)
+    eval_steps: int = Field(80, ge=1)
     save_steps: int = Field(40, ge=1)
     logging_steps: int = Field(10, ge=1)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -209,6 +212,12 @@ class GateParams(Section):
     max_nll_increase: float = Field(0.10, ge=0)
 
 
+class RuntimeParams(Section):
+    """How stages use this machine; never changes results, so no DVC stage depends on it."""
+
+    cpu_threads: int = Field(0, ge=0, description="torch CPU threads; 0 = PyTorch's default (one per core)")
+
+
 class RegistryParams(Section):
     model_name: str = Field("prefpipe-policy", min_length=1)
     experiment: str = Field("prefpipe", min_length=1)
@@ -219,6 +228,128 @@ class RegistryParams(Section):
     def _aliases_differ(self) -> RegistryParams:
         if self.champion_alias == self.previous_alias:
             raise ValueError("champion_alias and previous_alias must differ")
+        return self
+
+
+DriftNumMethod = Literal["wasserstein", "psi", "jensenshannon", "hellinger"]
+DriftCatMethod = Literal["jensenshannon", "psi", "hellinger"]
+
+
+class DriftParams(Section):
+    """This week's scrubbed events vs a reference window (stage drift).
+
+    Every per-feature method is an effect size (drifted when score >= threshold), not a
+    p-value: with thousands of rows any tiny difference is "significant", while an
+    effect size keeps the false-positive rate of a same-distribution sample near zero.
+    """
+
+    reference: Literal["time_split", "dates", "path"] = Field(
+        "time_split",
+        description="time_split: the days before the current window; dates: reference_start..reference_end; "
+        "path: reference_path (e.g. the records the champion was trained on)",
+    )
+    current_days: int = Field(7, ge=1, description="current window: the last N days of the scrubbed records")
+    reference_days: int = Field(0, ge=0, description="time_split: days before the current window; 0 = all")
+    reference_start: str | None = Field(None, description="dates: first day (ISO date, inclusive)")
+    reference_end: str | None = Field(None, description="dates: end day (ISO date, exclusive)")
+    reference_path: str | None = Field(None, description="path: a Parquet file of scrubbed records")
+    threshold: float = Field(0.15, gt=0, le=1, description="ADR: drift when the share of drifted features exceeds this")
+    severe_factor: float | None = Field(
+        2.0, ge=1, description="one feature at this multiple of its threshold is drift on its own; null = off"
+    )
+    sample_size: int = Field(20000, ge=100, description="rows per window fed to Evidently (seeded sample)")
+    num_method: DriftNumMethod = "wasserstein"
+    num_threshold: float = Field(0.1, gt=0)
+    cat_method: DriftCatMethod = "jensenshannon"
+    cat_threshold: float = Field(0.1, gt=0)
+    alpha: float = Field(
+        0.01, gt=0, le=1, description="a feature drifts when its score >= threshold AND p < alpha; 1 = effect size only"
+    )
+    psi_bins: int = Field(10, ge=2, description="reference-quantile bins of the PSI of numeric features")
+    embedding_sample: int = Field(500, ge=20, description="prompts per window embedded (seeded sample)")
+    embedding_method: Literal["mmd", "model"] = Field("mmd", description="Evidently's MMD or domain classifier")
+    mmd_threshold: float = Field(0.01, gt=0, description="mmd: drift when MMD^2 (median-heuristic RBF) >= this")
+    auc_threshold: float = Field(0.6, gt=0.5, lt=1, description="model: drift when the classifier's ROC AUC >= this")
+    permutations: int = Field(200, ge=0, description="mmd: permutations for the p-value; 0 = none")
+    embedding_max_tokens: int = Field(128, ge=8, description="prompts are cut to this many word pieces")
+    embedding_batch_size: int = Field(32, ge=1, description="texts per forward pass (small batches pad less)")
+    cache_dir: str = Field(".cache/drift", min_length=1, description="reference stats and embeddings, by content hash")
+    alert: bool = Field(True, description="send an alert when the verdict is drift")
+
+    @model_validator(mode="after")
+    def _reference_inputs(self) -> DriftParams:
+        if self.reference == "path" and not self.reference_path:
+            raise ValueError("reference: path needs reference_path")
+        if self.reference == "dates" and not (self.reference_start and self.reference_end):
+            raise ValueError("reference: dates needs reference_start and reference_end")
+        if self.permutations and 1.0 / (self.permutations + 1) >= self.alpha:
+            raise ValueError(f"permutations must exceed 1/alpha - 1 = {1 / self.alpha - 1:g}, "
+                             "or the embedding p-value can never fall below alpha")
+        return self
+
+
+class LangfuseParams(Section):
+    """Langfuse prompt management and tracing; inert unless a host and both keys are known.
+
+    Why env for secrets: ``params.yaml`` is versioned, so the secret key is read from
+    ``LANGFUSE_SECRET_KEY`` only; host and public key may come from here or from
+    ``LANGFUSE_BASE_URL``/``LANGFUSE_HOST`` and ``LANGFUSE_PUBLIC_KEY``. Without them the
+    bundled prompt files are used and nothing is traced; no failure of Langfuse ever
+    stops a stage.
+    """
+
+    host: str | None = Field(None, description="Langfuse URL; null = env LANGFUSE_BASE_URL or LANGFUSE_HOST")
+    public_key: str | None = Field(None, description="null = env LANGFUSE_PUBLIC_KEY")
+    prompts: bool = Field(True, description="fetch prompts from Langfuse when configured (else the bundled files)")
+    tracing: bool = Field(True, description="trace evaluation generations and judge calls when configured")
+    label: str = Field("production", min_length=1, description="prompt label fetched")
+    cache_ttl_s: int = Field(300, ge=0, description="SDK prompt cache lifetime; 0 = fetch every time")
+    timeout_s: int = Field(5, ge=1, description="HTTP timeout of the SDK (prompt fetch and span export)")
+    prompt_retries: int = Field(1, ge=0, le=4, description="retries of a failed prompt fetch (1 s apart)")
+    environment: str | None = Field(
+        None, pattern=r"^[a-z0-9_-]{1,40}$", description="Langfuse tracing environment (lowercase)"
+    )
+
+    @model_validator(mode="after")
+    def _environment_not_reserved(self) -> LangfuseParams:
+        if self.environment and self.environment.startswith("langfuse"):
+            raise ValueError("langfuse.environment may not start with 'langfuse' (reserved by Langfuse)")
+        return self
+
+
+class JudgeParams(Section):
+    """Pairwise LLM-as-judge through an OpenAI-compatible endpoint (off by default).
+
+    Each sampled test prompt is answered by the candidate and the reference; the judge
+    sees both answers twice with the order swapped, which cancels position bias. The
+    API key is read from env ``JUDGE_API_KEY`` (or ``OPENAI_API_KEY``), never from here.
+    """
+
+    enabled: bool = Field(False, description="run the judge in evaluate and report it")
+    gate: bool = Field(False, description="also make the judge's win-rate a gate criterion (needs enabled)")
+    base_url: str | None = Field(None, description="e.g. https://host/v1; null = env JUDGE_BASE_URL or OPENAI_BASE_URL")
+    model: str | None = Field(None, description="judge model name; null = env JUDGE_MODEL")
+    prompt: str = Field("judge_pairwise", min_length=1, description="Langfuse prompt name (bundled fallback)")
+    system_prompt: str | None = Field(
+        "generation_system", description="prompt name of the system message given to both policies; null = none"
+    )
+    sample_size: int = Field(50, ge=1, description="test prompts judged (seeded sample)")
+    max_new_tokens: int = Field(96, ge=1, description="greedy tokens each policy generates per prompt")
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_tokens: int = Field(16, ge=1, description="tokens of the judge's answer")
+    timeout_s: float = Field(60.0, gt=0, description="per HTTP request")
+    max_retries: int = Field(3, ge=0, le=10, description="retries on connection errors, 429 and 5xx")
+    backoff_s: float = Field(1.0, ge=0, description="first retry delay; doubles each retry (capped at 30 s)")
+    concurrency: int = Field(4, ge=1, le=32, description="judge requests in flight")
+    min_items: int = Field(20, ge=1, description="gate: fewer validly judged prompts cannot support a decision")
+    min_win_rate: float = Field(0.5, ge=0, le=1, description="gate: (wins + ties/2) / n at least this")
+    min_win_rate_ci_low: float = Field(0.0, ge=0, le=1, description="gate: lower interval bound at least this")
+    max_invalid_share: float = Field(0.2, ge=0, le=1, description="gate: unparseable judge answers at most this share")
+
+    @model_validator(mode="after")
+    def _gate_needs_judge(self) -> JudgeParams:
+        if self.gate and not self.enabled:
+            raise ValueError("judge.gate needs judge.enabled")
         return self
 
 
@@ -236,6 +367,10 @@ class Params(Section):
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     gate: GateParams = Field(default_factory=GateParams)
     registry: RegistryParams = Field(default_factory=RegistryParams)
+    runtime: RuntimeParams = Field(default_factory=RuntimeParams)
+    drift: DriftParams = Field(default_factory=DriftParams)
+    langfuse: LangfuseParams = Field(default_factory=LangfuseParams)
+    judge: JudgeParams = Field(default_factory=JudgeParams)
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 

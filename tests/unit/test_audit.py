@@ -33,3 +33,15 @@ def test_short_values_are_ignored_and_clean_files_pass(tmp_path):
     assert [v for _, v in c] == ["Maria Lopez"]
     (tmp_path / "clean.txt").write_text("Al said the report is due.")
     assert scan([tmp_path / "clean.txt"], c) == ([], 1)
+
+
+def test_canaries_already_in_public_inputs_are_excluded_and_reported(tmp_path):
+    import gzip
+
+    from pipelines.audit import without_public
+
+    c = _canaries(tmp_path, [("PERSON", "Diego"), ("EMAIL", "ana@example.org")])
+    public = tmp_path / "hh.jsonl.gz"
+    public.write_bytes(gzip.compress(b'{"chosen": "I live in San Diego"}'))
+    kept, excluded = without_public(c, [public])
+    assert kept == [("EMAIL", "ana@example.org")] and excluded == [("PERSON", "Diego")]

@@ -1,0 +1,1 @@
+"""Benchmarks: figures with ratios against a named baseline measured in the same run."""

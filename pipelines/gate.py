@@ -1,0 +1,104 @@
+"""Stage ``gate``: apply the promotion rubric in ``params.yaml`` to ``eval.json``.
+
+Command line::
+
+    python -m pipelines gate --set gate.min_win_rate=0.6
+
+Every check is evaluated and reported, passed or failed, with the measured value and
+the threshold, so a person reading the verdict sees the whole case and not only the
+first objection. The candidate passes only when all checks pass. A value that could
+not be measured (NaN) fails its check, except the safety regression when no safety
+pairs exist: that check passes and says it was not measured.
+
+Writes ``data/gate/verdict.json`` (read by promote) and ``metrics/gate.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines.io import read_json, write_json_atomic
+
+if TYPE_CHECKING:
+    from pipelines.config import GateParams, Params
+    from pipelines.layout import Layout
+
+log = logging.getLogger(__name__)
+
+_OPS = {
+    ">=": lambda v, t: v >= t,
+    ">": lambda v, t: v > t,
+    "<=": lambda v, t: v <= t,
+    "<": lambda v, t: v < t,
+}
+
+
+def verdict_path(layout: Layout) -> Path:
+    return layout.root / "data" / "gate" / "verdict.json"
+
+
+def check(name: str, value: float | None, op: str, threshold: float, what: str) -> dict[str, Any]:
+    """One rubric line: did ``value op threshold`` hold? With a sentence a person can read."""
+    measured = value is not None and not (isinstance(value, float) and math.isnan(value))
+    passed = bool(measured and _OPS[op](float(value), threshold))
+    shown = f"{value:.4f}" if measured else "not measured"
+    verb = "passed" if passed else "FAILED"
+    return {
+        "name": name,
+        "passed": passed,
+        "value": value if measured else None,
+        "op": op,
+        "threshold": threshold,
+        "reason": f"{name} {verb}: {what} = {shown} (required {op} {threshold})",
+    }
+
+
+def decide(evaluation: dict[str, Any], gate: GateParams) -> dict[str, Any]:
+    """The verdict for one evaluation: every check, the reasons, and the overall pass."""
+    test = evaluation["test"]
+    win = test["win_rate"]
+    checks = [
+        check("min_pairs", float(test["n"]), ">=", float(gate.min_pairs), "held-out test pairs"),
+        check("win_rate", win["rate"], ">=", gate.min_win_rate, "margin win-rate over the reference"),
+        check("win_rate_ci_low", win["ci_low"], ">", gate.min_win_rate_ci_low,
+              f"lower bound of its {evaluation.get('confidence', 0.95):.0%} bootstrap interval"),
+        check("significance", win["p_value"], "<", gate.alpha, "one-sided exact binomial p (win-rate > 0.5)"),
+        check("nll_increase", test["nll"]["relative_increase"], "<=", gate.max_nll_increase,
+              "relative change of per-token NLL on held-out chosen responses"),
+    ]
+    safety = evaluation.get("safety") or {}
+    if safety.get("n", 0) > 0:
+        checks.append(check("safety_regression", safety["accuracy_regression"], "<=", gate.max_safety_regression,
+                            "drop in safety preference accuracy"))
+    else:
+        checks.append({
+            "name": "safety_regression", "passed": True, "value": None, "op": "<=",
+            "threshold": gate.max_safety_regression,
+            "reason": "safety_regression passed: no safety pairs, not measured",
+        })
+    passed = all(c["passed"] for c in checks)
+    return {
+        "passed": passed,
+        "candidate_fingerprint": evaluation.get("candidate_fingerprint"),
+        "reference": evaluation.get("reference"),
+        "checks": checks,
+        "reasons": [c["reason"] for c in checks],
+        "failed": [c["name"] for c in checks if not c["passed"]],
+        "rubric": gate.model_dump(mode="json"),
+    }
+
+
+def run(params: Params, layout: Layout) -> dict[str, Any]:
+    """Stage ``gate``: write the verdict and its summary metrics."""
+    evaluation = read_json(layout.eval_dir / "eval.json")
+    verdict = decide(evaluation, params.gate)
+    write_json_atomic(verdict_path(layout), verdict)
+    metrics = {"passed": verdict["passed"], "n_checks": len(verdict["checks"]), "failed": verdict["failed"]}
+    write_json_atomic(layout.metrics("gate"), metrics)
+    for reason in verdict["reasons"]:
+        log.info("gate: %s", reason)
+    log.info("gate verdict: %s", "PASSED" if verdict["passed"] else "FAILED")
+    return metrics

@@ -1,0 +1,75 @@
+"""MLflow pyfunc for a registered policy (a "models from code" file).
+
+MLflow copies this file into each registered model and executes it on
+``mlflow.pyfunc.load_model("models:/prefpipe-policy@champion")``; the pipeline itself
+never imports it (which is why ``mlflow`` may be imported at the top here). MLflow 3
+refuses to unpickle Python models by default, so a code file is the supported form.
+
+``predict`` takes a DataFrame with a ``prompt`` column (a JSON list of chat messages,
+or plain user text) and either
+
+- a ``response`` column: returns the response's summed log-probability, its token
+  count and the per-token mean (the quantities the evaluation gate uses), or
+- no ``response`` column: returns a greedy ``completion`` (``params={"max_new_tokens": N}``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+class PolicyModel(PythonModel):
+    """Scores or completes prompts with a candidate folder (base + merged adapters)."""
+
+    def load_context(self, context: Any) -> None:
+        from pipelines.model import load_policy, read_manifest
+
+        folder = context.artifacts["candidate"]
+        self.model, self.tokenizer = load_policy(folder)
+        train = read_manifest(folder).get("params", {}).get("train", {})
+        self.max_length = int(train.get("max_length", 256))
+        self.max_prompt_length = int(train.get("max_prompt_length", 128))
+
+    @staticmethod
+    def _messages(cell: Any) -> list[dict[str, str]]:
+        if isinstance(cell, list):
+            return [{"role": str(m["role"]), "content": str(m["content"])} for m in cell]
+        text = str(cell)
+        if text.lstrip().startswith("["):
+            return [{"role": str(m["role"]), "content": str(m["content"])} for m in json.loads(text)]
+        return [{"role": "user", "content": text}]
+
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        # (no type hints: MLflow would try to derive an input schema from them)
+        import pandas as pd
+
+        from pipelines.model import fit_prompt, response_logprobs
+
+        prompts = [self._messages(c) for c in model_input["prompt"]]
+        if "response" in model_input.columns:
+            sums, counts = response_logprobs(
+                self.model, self.tokenizer, prompts, [str(r) for r in model_input["response"]],
+                max_length=self.max_length, max_prompt_length=self.max_prompt_length,
+            )
+            return pd.DataFrame({"logp": sums, "n_tokens": counts, "logp_per_token": sums / counts.clip(min=1)})
+        import torch
+
+        max_new = int((params or {}).get("max_new_tokens", 64))
+        out = []
+        for msgs in prompts:
+            ids = self.tokenizer.apply_chat_template(
+                fit_prompt(self.tokenizer, msgs, self.max_prompt_length),
+                add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt",
+            )
+            with torch.inference_mode():
+                gen = self.model.generate(**ids, max_new_tokens=max_new, do_sample=False,
+                                          pad_token_id=self.tokenizer.pad_token_id)
+            out.append(self.tokenizer.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
+        return pd.DataFrame({"completion": out})
+
+
+mlflow.models.set_model(PolicyModel())

@@ -1,0 +1,193 @@
+"""Where MLflow runs, artifacts and the model registry live.
+
+Default: a SQLite file and an artifact folder inside the project (``mlflow/mlflow.db``
+and ``mlflow/artifacts``, git-ignored), so ``dvc repro`` on a laptop needs no server.
+``MLFLOW_TRACKING_URI`` overrides it (a server, or another SQLite file in a test); the
+registry then lives in the same store, because MLflow's registry defaults to the
+tracking URI.
+
+Nothing here acts at import time: callers ask for a URI or a client when they need one,
+and ``mlflow`` itself is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines.layout import Layout
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+    from pipelines.config import Params
+
+ENV_URI = "MLFLOW_TRACKING_URI"
+FINGERPRINT_TAG = "candidate_fingerprint"
+"""Model-version tag holding :func:`pipelines.model.candidate_fingerprint`."""
+
+
+def mlflow_dir(layout: Layout) -> Path:
+    """The project's own MLflow folder (database + artifacts)."""
+    return layout.root.resolve() / "mlflow"
+
+
+def tracking_uri(layout: Layout) -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else the project's SQLite store."""
+    env = os.environ.get(ENV_URI, "").strip()
+    if env:
+        return env
+    return f"sqlite:///{mlflow_dir(layout) / 'mlflow.db'}"
+
+
+def artifact_root(layout: Layout) -> str | None:
+    """Artifact location for new experiments: an ``artifacts`` folder beside a SQLite store.
+
+    That is ``mlflow/artifacts`` in the project by default, and beside the database file
+    for a user-given ``sqlite:`` URI (MLflow's own default, ``./mlruns`` under whatever
+    folder the process started in, would scatter artifacts). For a tracking server the
+    server decides, so ``None``.
+    """
+    uri = tracking_uri(layout)
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri.removeprefix("sqlite:///")).resolve()
+    return (db.parent / "artifacts").as_uri()
+
+
+def configure(layout: Layout) -> str:
+    """Point the ``mlflow`` module at our store; create the local folder if needed.
+
+    Returns the URI in use. Why a function and not module state: stages run in fresh
+    processes (DVC) and in one long process (tests, Airflow), and each call must follow
+    the environment of its moment.
+    """
+    import mlflow
+
+    # one progress bar per artifact file floods stage logs; the stages log their own progress
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    uri = tracking_uri(layout)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).resolve().parent.mkdir(parents=True, exist_ok=True)
+    # mlflow.set_*_uri also export MLFLOW_*_URI; undo that, or the next call (another
+    # project root in the same process) would mistake our choice for the user's
+    saved = {k: os.environ.get(k) for k in (ENV_URI, "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    return uri
+
+
+def client(layout: Layout) -> MlflowClient:
+    """An ``MlflowClient`` on our tracking and registry store."""
+    from mlflow import MlflowClient
+
+    uri = configure(layout)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(params: Params, layout: Layout) -> str:
+    """Create the experiment (with the project's artifact root) if missing; return its id."""
+    c = client(layout)
+    exp = c.get_experiment_by_name(params.registry.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    return c.create_experiment(params.registry.experiment, artifact_location=artifact_root(layout))
+
+
+def git_commit(root: Path) -> str:
+    """The checked-out commit, with ``-dirty`` when tracked files differ; ``unknown`` outside git."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def file_md5(path: Path, chunk: int = 1 << 20) -> str:
+    """MD5 of a file, the hash DVC uses for a file output, so both can be compared."""
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def data_version(layout: Layout, paths: dict[str, Path]) -> dict[str, Any]:
+    """Content hashes of the data a model saw, keyed by name, plus the DVC lock's view.
+
+    Why both: the file MD5 is what DVC would record for that file; the ``dvc.lock``
+    entry (when the pipeline ran under DVC) names the folder hash that ``dvc checkout``
+    restores. Either identifies the exact pairs a candidate was trained on.
+    """
+    out: dict[str, Any] = {}
+    for name, path in paths.items():
+        out[f"{name}_md5"] = file_md5(path) if path.exists() else "missing"
+    lock = layout.root / "dvc.lock"
+    if lock.exists():
+        out["dvc_pairs_md5"] = _dvc_lock_out_md5(lock, "data/pairs")
+    return out
+
+
+def _dvc_lock_out_md5(lock: Path, out_path: str) -> str:
+    """The md5 DVC recorded for ``out_path`` in ``dvc.lock`` (``unknown`` if absent)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(lock.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return "unknown"
+    for stage in (data.get("stages") or {}).values():
+        for out in stage.get("outs") or []:
+            if out.get("path") == out_path and out.get("md5"):
+                return str(out["md5"])
+    return "unknown"
+
+
+# --------------------------------------------------------------------------- registry reads
+
+
+def alias_version(c: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version behind ``alias``, or ``None`` when the model or alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return c.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def resolve_champion(params: Params, layout: Layout) -> dict[str, Any] | None:
+    """The champion's version, candidate fingerprint and run, or ``None`` before the first one."""
+    v = alias_version(client(layout), params.registry.model_name, params.registry.champion_alias)
+    if v is None:
+        return None
+    return {"version": str(v.version), "fingerprint": v.tags.get(FINGERPRINT_TAG, ""), "run_id": v.run_id}
+
+
+def download_version(params: Params, layout: Layout, version: str, dst: Path) -> Path:
+    """Download a registered version into ``dst`` and return its candidate folder."""
+    import mlflow
+
+    configure(layout)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{params.registry.model_name}/{version}", dst_path=str(dst)
+    )
+    folder = Path(local) / "artifacts" / "candidate"
+    if not folder.exists():
+        raise FileNotFoundError(f"version {version} has no candidate artifact under {local}")
+    return folder

@@ -1,0 +1,124 @@
+"""Gate correctness end to end: real training, a real MLflow SQLite registry, real promotion.
+
+One story, in order (each step depends on the registry state the previous one left):
+
+1. a candidate DPO-trained on the true pairs is promoted over the base model (v1);
+2. a candidate trained on label-flipped pairs is registered but rejected, with the
+   failed checks as reasons, and ``champion`` stays on v1;
+3. a better-trained true candidate beats v1 and becomes champion (v3), v1 is kept as
+   ``previous_champion``; the champion loads through MLflow's pyfunc and scores;
+4. ``rollback`` puts v1 back; a second rollback has nowhere to go.
+
+A tiny model (64 hidden, 2 layers) on synthetic support-style pairs keeps it to about a
+minute on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipelines import evaluate, gate, promote, train
+from pipelines import model as base_model
+from pipelines.io import read_json
+from pipelines.layout import Layout
+from pipelines.tracking import alias_version, client
+from tests.integration.training_fixtures import tiny_params, torch_threads, write_pairs
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with torch_threads(1):
+        yield
+
+
+def cycle(params, layout: Layout) -> tuple[dict, dict, dict]:
+    """train -> evaluate -> gate -> promote; returns (evaluation headline, verdict, promote result)."""
+    train.run(params, layout)
+    head = evaluate.run(params, layout)
+    gate.run(params, layout)
+    verdict = read_json(gate.verdict_path(layout))
+    return head, verdict, promote.run(params, layout)
+
+
+def aliases(params, layout: Layout) -> tuple[str | None, str | None]:
+    c = client(layout)
+    champ = alias_version(c, params.registry.model_name, params.registry.champion_alias)
+    prev = alias_version(c, params.registry.model_name, params.registry.previous_alias)
+    return (str(champ.version) if champ else None, str(prev.version) if prev else None)
+
+
+def test_true_pairs_promoted_flipped_rejected_and_rollback_restores(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    layout = Layout(tmp_path / "project")
+    write_pairs(layout)
+    params = tiny_params(**{"train.dpo.max_steps": 16})
+    base_model.run(params, layout)
+
+    # 1. true pairs: promoted over the base model
+    head, verdict, result = cycle(params, layout)
+    assert read_json(layout.eval_dir / "eval.json")["reference"]["kind"] == "base"
+    assert verdict["passed"], verdict["reasons"]
+    assert head["win_rate"] > 0.8 and head["win_rate_ci_low"] > 0.5
+    assert result["promoted"] and result["version"] == "1"
+    assert aliases(params, layout) == ("1", None)
+    report = (layout.eval_dir / "report.md").read_text()
+    assert "margin win-rate" in report and (layout.eval_dir / "figures" / "slices.png").stat().st_size > 1000
+
+    # the same candidate again: nothing new is registered, nothing moves
+    again = promote.run(params, layout)
+    assert again["version"] == "1" and not again["registered"] and again["reason"] == "already champion"
+
+    # 2. label-flipped pairs: evaluated against champion v1, rejected with reasons
+    write_pairs(layout, flip=True)
+    head, verdict, result = cycle(params, layout)
+    assert read_json(layout.eval_dir / "eval.json")["reference"] == {
+        "kind": "champion", "label": "champion v1", "champion_version": "1",
+        "fingerprint": read_json(layout.eval_dir / "eval.json")["reference"]["fingerprint"]}
+    assert head["win_rate"] < 0.2
+    assert not verdict["passed"]
+    assert {"win_rate", "win_rate_ci_low", "significance"} <= set(verdict["failed"])
+    assert not result["promoted"] and result["version"] == "2"
+    assert "win_rate FAILED" in result["reason"]
+    assert aliases(params, layout) == ("1", None)
+    v2 = client(layout).get_model_version(params.registry.model_name, "2")
+    assert v2.tags["gate"] == "failed" and "win_rate FAILED" in v2.tags["gate_reasons"]
+
+    # 3. true pairs, trained longer: beats v1, v1 stays findable as previous_champion
+    write_pairs(layout)
+    stronger = tiny_params(**{"train.dpo.max_steps": 40})
+    head, verdict, result = cycle(stronger, layout)
+    assert verdict["passed"], verdict["reasons"]
+    assert result["promoted"] and result["version"] == "3" and result["previous_champion"] == "1"
+    assert aliases(params, layout) == ("3", "1")
+    v3 = client(layout).get_model_version(params.registry.model_name, "3")
+    for tag in ("promoted_by", "promoted_at", "promotion_reason", "data.train_pairs_md5", "metric.win_rate",
+                "git_commit", "replaced_version"):
+        assert v3.tags.get(tag), tag
+    assert "gate: **PASSED**" in (layout.root / "data" / "registry" / "model_card.md").read_text()
+
+    import mlflow
+    import pandas as pd
+
+    policy = mlflow.pyfunc.load_model(f"models:/{params.registry.model_name}@champion")
+    prompt = json.dumps([{"role": "user", "content": "Hi, this is Ana. I have a problem with the refund."}])
+    scored = policy.predict(pd.DataFrame({
+        "prompt": [prompt, prompt],
+        "response": ["Thanks for reaching out about the refund. I fixed it.", "Not my problem."],
+    }))
+    assert scored["n_tokens"].min() > 0 and scored["logp"].notna().all()
+
+    # 4. rollback: v1 is champion again, then there is nothing further back
+    rolled = promote.rollback(params, layout=layout)
+    assert rolled["champion"] == "1" and rolled["from_version"] == "3"
+    assert aliases(params, layout) == ("1", None)
+    with pytest.raises(RuntimeError, match="nothing to roll back"):
+        promote.rollback(params, layout=layout)
+    # an explicit target is a manual promotion that a rollback can undo
+    promote.rollback(params, to_version="3", layout=layout)
+    assert aliases(params, layout) == ("3", "1")
+    promote.rollback(params, layout=layout)
+    assert aliases(params, layout) == ("1", None)

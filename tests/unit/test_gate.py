@@ -1,0 +1,95 @@
+"""The promotion rubric: every check reported, any failure blocks, reasons readable."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+
+from pipelines.config import GateParams, Params
+from pipelines.gate import decide, run, verdict_path
+from pipelines.io import read_json, write_json_atomic
+from pipelines.layout import Layout
+
+
+def good_evaluation() -> dict:
+    return {
+        "candidate_fingerprint": "abc123",
+        "reference": {"kind": "base", "label": "base model (no champion yet)"},
+        "confidence": 0.95,
+        "test": {
+            "n": 120,
+            "win_rate": {"rate": 0.7, "ci_low": 0.62, "ci_high": 0.78, "p_value": 1e-5},
+            "nll": {"candidate": 2.0, "reference": 1.95, "relative_increase": 0.0256},
+        },
+        "safety": {"n": 40, "accuracy_regression": 0.0},
+    }
+
+
+def names(verdict: dict, passed: bool) -> set[str]:
+    return {c["name"] for c in verdict["checks"] if c["passed"] is passed}
+
+
+def test_a_good_candidate_passes_every_check_with_reasons():
+    v = decide(good_evaluation(), GateParams())
+    assert v["passed"] is True
+    assert names(v, False) == set()
+    assert names(v, True) == {"min_pairs", "win_rate", "win_rate_ci_low", "significance", "nll_increase",
+                              "safety_regression"}
+    assert len(v["reasons"]) == 6 and all("passed" in r for r in v["reasons"])
+    assert v["candidate_fingerprint"] == "abc123"
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "failed"),
+    [
+        (("test", "n"), 5, "min_pairs"),
+        (("test", "win_rate", "rate"), 0.52, "win_rate"),
+        (("test", "win_rate", "ci_low"), 0.49, "win_rate_ci_low"),
+        (("test", "win_rate", "ci_low"), 0.5, "win_rate_ci_low"),  # the bound must be exceeded, not met
+        (("test", "win_rate", "p_value"), 0.2, "significance"),
+        (("test", "nll", "relative_increase"), 0.25, "nll_increase"),
+        (("safety", "accuracy_regression"), 0.1, "safety_regression"),
+        (("test", "win_rate", "rate"), math.nan, "win_rate"),
+    ],
+)
+def test_each_failed_check_blocks_promotion_and_is_named(path, value, failed):
+    e = copy.deepcopy(good_evaluation())
+    node = e
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    v = decide(e, GateParams())
+    assert v["passed"] is False
+    assert v["failed"] == [failed]
+    reason = next(c["reason"] for c in v["checks"] if c["name"] == failed)
+    assert "FAILED" in reason
+    # the other checks are still reported
+    assert len(v["checks"]) == 6
+
+
+def test_thresholds_come_from_params():
+    e = good_evaluation()
+    assert decide(e, GateParams(min_win_rate=0.75))["failed"] == ["win_rate"]
+    assert decide(e, GateParams(max_nll_increase=0.01))["failed"] == ["nll_increase"]
+
+
+def test_no_safety_pairs_is_reported_not_measured():
+    e = good_evaluation()
+    e["safety"] = {"n": 0}
+    v = decide(e, GateParams())
+    assert v["passed"] is True
+    assert "not measured" in next(c["reason"] for c in v["checks"] if c["name"] == "safety_regression")
+
+
+def test_run_writes_verdict_and_metrics(tmp_path):
+    layout = Layout(tmp_path)
+    e = good_evaluation()
+    e["test"]["win_rate"]["rate"] = 0.4
+    write_json_atomic(layout.eval_dir / "eval.json", e)
+    metrics = run(Params(), layout)
+    assert metrics == {"passed": False, "n_checks": 6, "failed": ["win_rate"]}
+    verdict = read_json(verdict_path(layout))
+    assert verdict["passed"] is False and verdict["rubric"]["min_win_rate"] == 0.55
+    assert read_json(layout.metrics("gate")) == metrics
