@@ -13,7 +13,7 @@ import time
 import pytest
 
 from pipelines.audit import load_canaries, scan, without_public
-from tests.project import SHARED, VENV_BIN, copy_project, project_env, run
+from tests.project import KNOWN_INPUTS, SHARED, VENV_BIN, copy_project, project_env, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not SHARED.exists(), reason="../shared not present")]
 
@@ -43,7 +43,7 @@ def test_every_stage_ran_and_champion_exists(repo):
 
     client = MlflowClient(tracking_uri=f"sqlite:///{dest / 'mlflow' / 'mlflow.db'}")
     version = client.get_model_version_by_alias("prefpipe-policy", "champion")
-    assert version.version == str(promote["champion"])
+    assert str(version.version) == str(promote["champion"])
 
 
 def test_rerun_changes_nothing(repo):
@@ -55,7 +55,7 @@ def test_rerun_changes_nothing(repo):
 
 def test_no_canary_anywhere_the_pipeline_wrote(repo):
     dest, _, _ = repo
-    canaries, _ = without_public(load_canaries(dest / "data" / "raw" / "canaries.json"), [SHARED / "data"])
+    canaries, _ = without_public(load_canaries(dest / "data" / "raw" / "canaries.json"), KNOWN_INPUTS)
     roots = [p for p in (dest / "data").iterdir() if p.name != "raw"] + [dest / "metrics", dest / "mlflow"]
     hits, n_files = scan(roots, canaries)
     assert n_files > 20

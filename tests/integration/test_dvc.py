@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from pipelines.audit import load_canaries, scan, without_public
-from tests.project import SHARED, VENV_BIN, copy_project, run
+from tests.project import KNOWN_INPUTS, SHARED, VENV_BIN, copy_project, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(not SHARED.exists(), reason="../shared not present")]
 
@@ -45,7 +45,7 @@ def test_second_repro_reproduces_nothing(repo):
 
 
 def test_no_canary_pii_outside_raw(repo):
-    canaries, _ = without_public(load_canaries(repo / "data" / "raw" / "canaries.json"), [SHARED / "data"])
+    canaries, _ = without_public(load_canaries(repo / "data" / "raw" / "canaries.json"), KNOWN_INPUTS)
     assert len(canaries) > 50
     roots = [p for p in (repo / "data").iterdir() if p.name != "raw"] + [repo / "metrics"]
     hits, n_files = scan(roots, canaries)
