@@ -17,7 +17,7 @@ OUT = HERE / "out"
 
 # (script, full-size arguments, quick arguments)
 BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
-    ("bench_scrub.py", [], ["--quick"]),
+    ("bench_scrub.py", [], ["--rounds", "1", "--presidio-sample", "200", "--synthetic", "20000"]),
     ("pii_quality.py", [], []),
     ("bench_pipeline.py", ["--sizes", "100000", "1000000"], ["--sizes", "10000", "30000"]),
     ("bench_drift.py", [], ["--quick"]),
