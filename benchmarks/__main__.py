@@ -21,6 +21,9 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("pii_quality.py", [], []),
     ("bench_pipeline.py", ["--sizes", "100000", "1000000"], ["--sizes", "10000", "30000"]),
     ("bench_drift.py", [], ["--quick"]),
+    # the real-data DPO check of issue 10 (baseline: the shorter-response rule and the
+    # starting model, on the same held-out hh-rlhf pairs); ~15-25 min at full size on 2 cores
+    ("hh_rlhf_dpo.py", [], ["--quick"]),
 ]
 
 

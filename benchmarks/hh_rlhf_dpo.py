@@ -13,14 +13,15 @@ tokenizer or the warm-up).
 
 Pipeline: the project's own stages, in-process, in a temporary project root with its own
 MLflow store: ``base_model`` (byte-level BPE + small Llama + warm-up SFT on the train
-side), ``train`` (LoRA SFT on chosen, merged, then LoRA DPO), ``evaluate`` (no champion:
-the reference is the base model). Additionally the SFT-only model (the DPO reference)
-is scored, to separate DPO's contribution from SFT's.
+side), ``train`` (LoRA SFT on chosen for ``--sft-steps``, merged, then LoRA DPO; with
+``--sft-steps 0`` the base is both DPO's starting model and its reference), ``evaluate`` (no champion: the
+reference is the base model). The candidate is also scored against the model before
+its DPO adapter (the SFT model, or the base again when there is no SFT phase).
 
 Figures printed (95% intervals; bootstrap over held-out pairs, paired where stated):
 
 - margin win-rate of the candidate over its starting model (the base) with the exact
-  one-sided binomial p; the same over the SFT model (DPO's own reference);
+  one-sided binomial p; the same over DPO's reference (the SFT model, when there is one);
 - win-rate minus the shorter-response baseline's accuracy on the same pairs (paired);
 - plain and length-normalised preference accuracy, base vs candidate, with the paired
   change; accuracy split by whether the chosen answer is the shorter one;
@@ -121,7 +122,7 @@ def build_params(args: argparse.Namespace) -> Any:
         "model.builtin.intermediate_size": args.hidden * 3,
         "model.warmup.max_steps": args.warmup_steps,
         "model.warmup.batch_size": 16,
-        "model.warmup.max_length": args.max_length,
+        "model.warmup.max_length": args.warmup_length,
         "train.max_length": args.max_length,
         "train.max_prompt_length": args.max_prompt_length,
         "train.batch_size": args.batch,
@@ -188,6 +189,33 @@ def figures(ev: dict[str, Any], dpo_only: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def word_baseline(layout: Any, params: Any) -> dict[str, Any]:
+    """A second length baseline: fewer whitespace-separated words wins (ties one half).
+
+    Why: "shorter" by characters is the issue's baseline, but a model's notion of length
+    is closer to tokens or words; beating the character baseline alone could be a better
+    length proxy rather than content, so the word-count version is reported beside it.
+    """
+    import numpy as np
+    import polars as pl
+
+    from pipelines import stats
+
+    per_pair = pl.read_csv(layout.eval_dir / "pairs.csv").filter(pl.col("set") == "test")
+    test = pl.read_parquet(layout.pairs_split("test")).select(
+        "pair_id",
+        pl.col("chosen").str.count_matches(r"\S+").alias("wc"),
+        pl.col("rejected").str.count_matches(r"\S+").alias("wr"),
+    )
+    d = per_pair.join(test, on="pair_id", how="left")
+    wc, wr = d["wc"].to_numpy(), d["wr"].to_numpy()
+    fewer = np.where(wc < wr, 1.0, np.where(wc > wr, 0.0, 0.5))
+    diff = stats.paired_bootstrap_diff(d["win"].to_numpy().astype(float), fewer,
+                                       params.evaluate.bootstrap_samples, params.evaluate.confidence, params.seed)
+    return {"fewer_words_accuracy": float(fewer.mean()), "win_minus_fewer_words": diff["diff"],
+            "win_minus_fewer_words_ci": [diff["ci_low"], diff["ci_high"]]}
+
+
 def show(f: dict[str, Any], timings: dict[str, float], command: str) -> str:
     def pct(x: float) -> str:
         return f"{100 * x:.1f}%"
@@ -195,24 +223,29 @@ def show(f: dict[str, Any], timings: dict[str, float], command: str) -> str:
     def ci(v: list[float]) -> str:
         return f"[{pct(v[0])}, {pct(v[1])}]"
 
+    def pts(v: list[float]) -> str:
+        return f"[{100 * v[0]:+.1f}, {100 * v[1]:+.1f}]"
+
     bl = f["by_length"]
     lines = [
         f"hh-rlhf harmless-base, {f['n_heldout_pairs']} held-out pairs (split by dialogue), 95% intervals",
         f"  command: {command}",
         f"  margin win-rate vs base (start)  {pct(f['win_rate_vs_base'])} {ci(f['win_rate_vs_base_ci'])}"
         f"  exact {ci(f['win_rate_vs_base_exact_ci'])}  p(one-sided)={f['win_rate_vs_base_p_one_sided']:.2g}",
-        f"  margin win-rate vs SFT (DPO ref) {pct(f['win_rate_vs_sft'])} {ci(f['win_rate_vs_sft_ci'])}"
+        f"  margin win-rate vs DPO reference {pct(f['win_rate_vs_sft'])} {ci(f['win_rate_vs_sft_ci'])}"
         f"  p={f['win_rate_vs_sft_p_one_sided']:.2g}",
         f"  shorter-response baseline        {pct(f['shorter_wins_accuracy'])}   longer-response "
         f"{pct(f['longer_wins_accuracy'])}",
         f"  win-rate minus shorter baseline  {100 * f['win_minus_shorter']:+.1f} pts "
-        f"{ci(f['win_minus_shorter_ci'])} (paired bootstrap)",
+        f"{pts(f['win_minus_shorter_ci'])} (paired bootstrap)",
+        f"  fewer-words baseline             {pct(f['fewer_words_accuracy'])}; win-rate minus it "
+        f"{100 * f['win_minus_fewer_words']:+.1f} pts {pts(f['win_minus_fewer_words_ci'])} (paired)",
         f"  preference accuracy              base {pct(f['accuracy_base'])} {ci(f['accuracy_base_ci'])} -> "
         f"candidate {pct(f['accuracy_candidate'])} {ci(f['accuracy_candidate_ci'])}; change "
-        f"{100 * f['accuracy_change']:+.1f} pts {ci(f['accuracy_change_ci'])}",
+        f"{100 * f['accuracy_change']:+.1f} pts {pts(f['accuracy_change_ci'])}",
         f"  length-normalised accuracy       base {pct(f['norm_accuracy_base'])} -> candidate "
         f"{pct(f['norm_accuracy_candidate'])}; change {100 * f['norm_accuracy_change']:+.1f} pts "
-        f"{ci(f['norm_accuracy_change_ci'])}",
+        f"{pts(f['norm_accuracy_change_ci'])}",
         f"  accuracy when chosen is shorter  base {pct(bl['chosen_shorter']['reference_accuracy'])} -> "
         f"{pct(bl['chosen_shorter']['candidate_accuracy'])} (n={bl['chosen_shorter']['n']})",
         f"  accuracy when chosen is longer   base {pct(bl['chosen_longer']['reference_accuracy'])} -> "
@@ -237,10 +270,11 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--warmup-steps", type=int, default=300)
-    ap.add_argument("--max-length", type=int, default=256)
-    ap.add_argument("--max-prompt-length", type=int, default=128)
+    ap.add_argument("--warmup-length", type=int, default=256, help="tokens per warm-up conversation")
+    ap.add_argument("--max-length", type=int, default=256, help="prompt + response tokens in DPO and scoring")
+    ap.add_argument("--max-prompt-length", type=int, default=128, help="the end of the dialogue is kept")
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--sft-steps", type=int, default=30)
+    ap.add_argument("--sft-steps", type=int, default=30, help="0: DPO starts from the base (its reference)")
     ap.add_argument("--dpo-steps", type=int, default=200)
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--lr", type=float, default=5e-4)
@@ -302,27 +336,26 @@ def main() -> None:
     ev = json.loads((layout.eval_dir / "eval.json").read_text())
     timings["evaluate"] = time.perf_counter() - t
 
-    # DPO's own effect: the candidate against the SFT-only model (the candidate folder minus
-    # its DPO adapter), on the same held-out pairs
+    # DPO's own effect: the candidate against the model before its DPO adapter (the candidate
+    # folder minus that adapter); without an SFT phase that model is the base, already scored
     t = time.perf_counter()
-    sft_only = work / "sft_only"
-    shutil.copytree(layout.candidate, sft_only, ignore=shutil.ignore_patterns(ADAPTER_DIR))
-    test = {"test": pl.read_parquet(layout.pairs_split("test"))}
-    cand = evaluate.score_model(layout.candidate, test, params, layout.base_model)["test"]
-    sft = evaluate.score_model(sft_only, test, params, layout.base_model)["test"]
-    df = test["test"]
-    dpo_only = evaluate.compare(
-        cand,
-        sft,
-        df["chosen"].str.len_chars().to_numpy(),
-        df["rejected"].str.len_chars().to_numpy(),
-        n_boot=params.evaluate.bootstrap_samples,
-        confidence=params.evaluate.confidence,
-        seed=params.seed,
-    )
+    if args.sft_steps == 0:
+        dpo_only = ev["test"]
+    else:
+        sft_only = work / "sft_only"
+        shutil.copytree(layout.candidate, sft_only, ignore=shutil.ignore_patterns(ADAPTER_DIR))
+        test = {"test": pl.read_parquet(layout.pairs_split("test"))}
+        cand = evaluate.score_model(layout.candidate, test, params, layout.base_model)["test"]
+        sft = evaluate.score_model(sft_only, test, params, layout.base_model)["test"]
+        df = test["test"]
+        dpo_only = evaluate.compare(
+            cand, sft, df["chosen"].str.len_chars().to_numpy(), df["rejected"].str.len_chars().to_numpy(),
+            n_boot=params.evaluate.bootstrap_samples, confidence=params.evaluate.confidence, seed=params.seed,
+        )
     timings["dpo_vs_sft"] = time.perf_counter() - t
 
     f = figures(ev, dpo_only)
+    f.update(word_baseline(layout, params))
     command = "python benchmarks/hh_rlhf_dpo.py " + " ".join(sys.argv[1:])
     print(show(f, timings, command.strip()))
     if args.json:

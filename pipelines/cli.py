@@ -111,9 +111,14 @@ def rollback(
 ) -> None:
     """Move the `champion` alias back to the previous champion (or a named version)."""
     _setup_logging()
+    from pipelines.promote import NothingToRollBack
     from pipelines.promote import rollback as do_rollback
 
-    result = do_rollback(load_params(params), to_version=to_version)
+    try:
+        result = do_rollback(load_params(params), to_version=to_version)
+    except (ConfigError, NothingToRollBack) as err:
+        typer.echo(f"rollback: {err}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
 
 

@@ -163,8 +163,13 @@ class SFTPhaseParams(Section):
 
 
 class DPOPhaseParams(Section):
+    """The DPO phase; ``loss_type: [sigmoid, sft]`` with weights is RPO (DPO + NLL on chosen)."""
+
     beta: float = Field(0.1, gt=0)
-    loss_type: str = Field("sigmoid", description="any TRL DPO loss: sigmoid, ipo, hinge, robust, ...")
+    loss_type: str | list[str] = Field(
+        "sigmoid", description="a TRL DPO loss (sigmoid, ipo, hinge, robust, sft, ...) or a list to combine"
+    )
+    loss_weights: list[float] | None = Field(None, description="one weight per loss_type entry (None = all 1)")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)
     ld_alpha: float | None = Field(
         None, ge=0, le=1, description="LD-DPO: weight of tokens past the shorter response (None = plain DPO)"
@@ -172,6 +177,16 @@ class DPOPhaseParams(Section):
     learning_rate: float = Field(5e-4, gt=0)
     max_steps: int = Field(80, ge=0, description="0 = run num_epochs instead")
     num_epochs: float = Field(1.0, gt=0)
+
+    @property
+    def loss_types(self) -> list[str]:
+        return [self.loss_type] if isinstance(self.loss_type, str) else list(self.loss_type)
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> DPOPhaseParams:
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_types):
+            raise ValueError("loss_weights needs one weight per loss_type")
+        return self
 
 
 class TrainParams(Section):

@@ -269,6 +269,27 @@ def choose_reference(params: Params, layout: Layout, candidate_fp: str) -> dict[
             "fingerprint": champ["fingerprint"]}
 
 
+def stale_reference(recorded: dict[str, Any] | None, current: dict[str, Any]) -> str | None:
+    """Why an evaluation no longer answers "is this candidate better than the champion?", or None.
+
+    Why: evaluate's inputs are files, but its reference is the registry alias, which DVC
+    cannot see; after a promotion or a rollback, DVC's run-cache can restore an
+    ``eval.json`` made against the *old* champion. ``recorded`` is the reference stored in
+    that file and ``current`` what :func:`choose_reference` returns now. The base model is
+    the same reference however it was chosen, and a candidate that has become the champion
+    keeps the evaluation that promoted it; any other change of champion makes it stale.
+    """
+    recorded = recorded or {}
+    if current["kind"] == "base" and current.get("champion_version"):
+        return None  # this candidate is the champion now: the evaluation that promoted it stands
+    if current["kind"] == "base" and recorded.get("kind") == "base":
+        return None
+    if current["kind"] == recorded.get("kind") and current.get("champion_version") == recorded.get("champion_version"):
+        return None
+    return (f"the evaluation was made against {recorded.get('label', 'an unknown reference')} but the reference is "
+            f"now {current['label']}; rerun it (`dvc repro -f evaluate` or `python -m pipelines evaluate`)")
+
+
 def _per_pair_frame(name: str, df: pl.DataFrame, cand: Scores, ref: Scores) -> pl.DataFrame:
     import polars as pl
 
@@ -285,6 +306,24 @@ def _per_pair_frame(name: str, df: pl.DataFrame, cand: Scores, ref: Scores) -> p
         "chosen_tokens": cand.chosen_n,
         "rejected_tokens": cand.rejected_n,
     })
+
+
+def judge_step(candidate: Path, reference: Path, test: pl.DataFrame, params: Params, layout: Layout) -> Any:
+    """The optional LLM-as-judge comparison (``judge.enabled``), traced when Langfuse is configured.
+
+    Why here: the judge needs both policy folders, and the champion's exists only while
+    evaluate holds its download.
+    """
+    from pipelines import judge, tracing
+
+    tracer = tracing.tracer(params)
+    try:
+        result = judge.run_judge(candidate, reference, test, params, base_fallback=layout.base_model, tracer=tracer)
+    finally:
+        tracer.shutdown()
+    log.info("evaluate: judge win-rate %.3f [%.3f, %.3f] over %d prompts (%d invalid)",
+             result.win_rate, result.ci_low, result.ci_high, result.n, result.invalid)
+    return result
 
 
 def run(params: Params, layout: Layout) -> dict[str, Any]:
@@ -310,6 +349,7 @@ def run(params: Params, layout: Layout) -> dict[str, Any]:
         if reference["kind"] == "champion":
             ref_folder = download_version(params, layout, reference["champion_version"], Path(tmp))
         ref = score_model(ref_folder, sets, params, layout.base_model)
+        judged = judge_step(layout.candidate, ref_folder, sets["test"], params, layout) if params.judge.enabled else None
 
     e = params.evaluate
     kw = {"n_boot": e.bootstrap_samples, "confidence": e.confidence, "seed": params.seed}
@@ -336,6 +376,11 @@ def run(params: Params, layout: Layout) -> dict[str, Any]:
     if evaluation["test"]["n"] == 0:
         raise ValueError(f"no test pairs in {layout.pairs_split('test')}")
     evaluation["headline"] = headline(evaluation)
+    if judged is not None:
+        from pipelines import judge
+
+        evaluation["judge"] = judged.to_dict()
+        evaluation["headline"].update(judge.headline(judged))
 
     layout.eval_dir.mkdir(parents=True, exist_ok=True)
     per_pair = pl.concat(frames)

@@ -8,7 +8,10 @@ Every check is evaluated and reported, passed or failed, with the measured value
 the threshold, so a person reading the verdict sees the whole case and not only the
 first objection. The candidate passes only when all checks pass. A value that could
 not be measured (NaN) fails its check, except the safety regression when no safety
-pairs exist: that check passes and says it was not measured.
+pairs exist: that check passes and says it was not measured. Two more checks when they
+apply: ``judge`` (the LLM-as-judge win-rate, with ``judge.gate`` on) and
+``fresh_reference`` (the evaluation was made against the champion of *now*; the registry
+alias is invisible to DVC, so a cached evaluation could be against an older one).
 
 Writes ``data/gate/verdict.json`` (read by promote) and ``metrics/gate.json``.
 """
@@ -23,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pipelines.io import read_json, write_json_atomic
 
 if TYPE_CHECKING:
-    from pipelines.config import GateParams, Params
+    from pipelines.config import GateParams, JudgeParams, Params
     from pipelines.layout import Layout
 
 log = logging.getLogger(__name__)
@@ -56,8 +59,18 @@ def check(name: str, value: float | None, op: str, threshold: float, what: str) 
     }
 
 
-def decide(evaluation: dict[str, Any], gate: GateParams) -> dict[str, Any]:
-    """The verdict for one evaluation: every check, the reasons, and the overall pass."""
+def decide(
+    evaluation: dict[str, Any],
+    gate: GateParams,
+    judge: JudgeParams | None = None,
+    current_reference: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The verdict for one evaluation: every check, the reasons, and the overall pass.
+
+    ``judge``: with ``judge.gate`` on, the LLM-as-judge result in ``eval.json`` is one more
+    check. ``current_reference``: what evaluate would compare against now; an evaluation
+    made against another champion fails the ``fresh_reference`` check.
+    """
     test = evaluation["test"]
     win = test["win_rate"]
     checks = [
@@ -79,6 +92,19 @@ def decide(evaluation: dict[str, Any], gate: GateParams) -> dict[str, Any]:
             "threshold": gate.max_safety_regression,
             "reason": "safety_regression passed: no safety pairs, not measured",
         })
+    if judge is not None and judge.gate:
+        from pipelines.judge import gate_criterion
+
+        ok, reason = gate_criterion(evaluation.get("judge"), judge)
+        checks.append({"name": "judge", "passed": ok, "value": (evaluation.get("judge") or {}).get("win_rate"),
+                       "op": ">=", "threshold": judge.min_win_rate, "reason": reason})
+    if current_reference is not None:
+        from pipelines.evaluate import stale_reference
+
+        stale = stale_reference(evaluation.get("reference"), current_reference)
+        checks.append({"name": "fresh_reference", "passed": stale is None, "value": None, "op": "==",
+                       "threshold": None, "reason": "fresh_reference FAILED: " + stale if stale else
+                       f"fresh_reference passed: evaluated against {current_reference['label']}, the current reference"})
     passed = all(c["passed"] for c in checks)
     return {
         "passed": passed,
@@ -93,8 +119,11 @@ def decide(evaluation: dict[str, Any], gate: GateParams) -> dict[str, Any]:
 
 def run(params: Params, layout: Layout) -> dict[str, Any]:
     """Stage ``gate``: write the verdict and its summary metrics."""
+    from pipelines.evaluate import choose_reference
+
     evaluation = read_json(layout.eval_dir / "eval.json")
-    verdict = decide(evaluation, params.gate)
+    current = choose_reference(params, layout, evaluation.get("candidate_fingerprint", ""))
+    verdict = decide(evaluation, params.gate, params.judge, current)
     write_json_atomic(verdict_path(layout), verdict)
     metrics = {"passed": verdict["passed"], "n_checks": len(verdict["checks"]), "failed": verdict["failed"]}
     write_json_atomic(layout.metrics("gate"), metrics)

@@ -251,6 +251,7 @@ def _version_tags(
 def run(params: Params, layout: Layout) -> dict[str, Any]:
     """Stage ``promote``: register, tag, and move ``champion`` when the gate passed."""
     from pipelines import tracking
+    from pipelines.evaluate import choose_reference, stale_reference
     from pipelines.gate import verdict_path
     from pipelines.model import candidate_fingerprint, read_manifest
 
@@ -290,9 +291,12 @@ def run(params: Params, layout: Layout) -> dict[str, Any]:
         "gate_passed": bool(verdict.get("passed")),
         "previous_champion": str(champion.version) if champion else None,
     }
+    stale = stale_reference(evaluation.get("reference"), choose_reference(params, layout, fingerprint))
     if not verdict.get("passed"):
         failed = [c["reason"] for c in verdict.get("checks", []) if not c["passed"]]
         result.update(promoted=False, reason="gate failed: " + "; ".join(failed))
+    elif stale:  # the champion moved after evaluate ran (another run, a rollback): judge again first
+        result.update(promoted=False, reason="stale evaluation: " + stale)
     elif champion is not None and str(champion.version) == version:
         result.update(promoted=False, reason="already champion")
     else:
@@ -316,6 +320,20 @@ def run(params: Params, layout: Layout) -> dict[str, Any]:
 # --------------------------------------------------------------------------- rollback
 
 
+class NothingToRollBack(RuntimeError):
+    """``rollback`` has no target: no champion, no earlier one, or no such version (a user error)."""
+
+
+def _version_exists(c: MlflowClient, name: str, version: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        c.get_model_version(name, version)
+    except MlflowException:
+        return False
+    return True
+
+
 def rollback(params: Params, to_version: str | None = None, layout: Layout | None = None) -> dict[str, Any]:
     """Move ``champion`` back one step (or to ``to_version``); return what moved.
 
@@ -331,12 +349,12 @@ def rollback(params: Params, to_version: str | None = None, layout: Layout | Non
     r = params.registry
     current = alias_version(c, r.model_name, r.champion_alias)
     if current is None:
-        raise RuntimeError(f"model {r.model_name!r} has no {r.champion_alias!r} alias: nothing to roll back")
+        raise NothingToRollBack(f"model {r.model_name!r} has no {r.champion_alias!r} alias: nothing to roll back")
     who, when = actor(), now_iso()
     if to_version is None:
         target = current.tags.get(REPLACED_TAG)
         if not target:
-            raise RuntimeError(f"version {current.version} replaced no earlier champion: nothing to roll back to")
+            raise NothingToRollBack(f"version {current.version} replaced no earlier champion: nothing to roll back to")
         c.set_registered_model_alias(r.model_name, r.champion_alias, target)
         before = c.get_model_version(r.model_name, target).tags.get(REPLACED_TAG)
         if before:
@@ -345,7 +363,8 @@ def rollback(params: Params, to_version: str | None = None, layout: Layout | Non
             c.delete_registered_model_alias(r.model_name, r.previous_alias)
     else:
         target = str(to_version)
-        c.get_model_version(r.model_name, target)  # raises when it does not exist
+        if not _version_exists(c, r.model_name, target):
+            raise NothingToRollBack(f"model {r.model_name!r} has no version {target!r}")
         if target == str(current.version):
             return {"champion": target, "from_version": target, "changed": False}
         c.set_registered_model_alias(r.model_name, r.champion_alias, target)

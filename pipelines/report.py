@@ -4,7 +4,7 @@ Figures (``figures/*.png``; matplotlib, Agg backend, no timestamps in the files)
 
 - ``margins_hist.png``: the distribution of margins on the test pairs, both models;
 - ``margins_scatter.png``: candidate margin against reference margin, one dot a pair
-  (above the diagonal = a win);
+  (above the diagonal = a win), and beside it the change of margin per pair;
 - ``slices.png``: win-rate per skill and per pair type with bootstrap intervals;
 - ``accuracy.png``: preference accuracy, length-normalised accuracy and the two length
   baselines, with intervals.
@@ -30,6 +30,11 @@ def _pct(x: float) -> str:
 
 def _ci(d: dict[str, float], lo: str = "ci_low", hi: str = "ci_high") -> str:
     return f"[{_pct(d[lo])}, {_pct(d[hi])}]"
+
+
+def _pts(d: dict[str, float]) -> str:
+    """A paired difference and its interval, in percentage points."""
+    return f"{100 * d['diff']:+.1f} pts [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
 
 
 def length_sentence(result: dict[str, Any], who: str) -> str:
@@ -72,7 +77,7 @@ def markdown(evaluation: dict[str, Any]) -> str:
         "",
         f"Against the trivial baselines on the same pairs: shorter-wins {_pct(t['baselines']['shorter_wins']['rate'])}, "
         f"longer-wins {_pct(t['baselines']['longer_wins']['rate'])}. Win-rate minus shorter-wins: "
-        f"{100 * p['win_rate_minus_shorter']['diff']:+.1f} points {_ci(p['win_rate_minus_shorter'])} (paired).",
+        f"{_pts(p['win_rate_minus_shorter'])} (paired).",
         "",
         "## Preference accuracy, both models",
         "",
@@ -80,11 +85,10 @@ def markdown(evaluation: dict[str, Any]) -> str:
         "|---|---|---|---|",
         f"| accuracy (margin > 0) | {_pct(t['reference']['accuracy']['rate'])} {_ci(t['reference']['accuracy'])} "
         f"| {_pct(t['candidate']['accuracy']['rate'])} {_ci(t['candidate']['accuracy'])} "
-        f"| {100 * p['accuracy_change']['diff']:+.1f} pts {_ci(p['accuracy_change'])} |",
+        f"| {_pts(p['accuracy_change'])} |",
         f"| length-normalised accuracy | {_pct(t['reference']['norm_accuracy']['rate'])} "
         f"{_ci(t['reference']['norm_accuracy'])} | {_pct(t['candidate']['norm_accuracy']['rate'])} "
-        f"{_ci(t['candidate']['norm_accuracy'])} | {100 * p['norm_accuracy_change']['diff']:+.1f} pts "
-        f"{_ci(p['norm_accuracy_change'])} |",
+        f"{_ci(t['candidate']['norm_accuracy'])} | {_pts(p['norm_accuracy_change'])} |",
         f"| mean margin (nats) | {t['reference']['mean_margin']:.3f} | {t['candidate']['mean_margin']:.3f} | |",
         f"| mean per-token margin | {t['reference']['mean_norm_margin']:.4f} | {t['candidate']['mean_norm_margin']:.4f} | |",
         f"| per-token NLL of chosen | {t['nll']['reference']:.4f} | {t['nll']['candidate']:.4f} "
@@ -121,12 +125,16 @@ def markdown(evaluation: dict[str, Any]) -> str:
         lines += [
             f"{s['n']} pairs. Accuracy: reference {_pct(s['reference']['accuracy']['rate'])}, candidate "
             f"{_pct(s['candidate']['accuracy']['rate'])} (regression {100 * s['accuracy_regression']:+.1f} points; "
-            f"paired change {_ci(s['paired']['accuracy_change'])}). Margin win-rate {_pct(s['win_rate']['rate'])} "
+            f"paired change {_pts(s['paired']['accuracy_change'])}). Margin win-rate {_pct(s['win_rate']['rate'])} "
             f"{_ci(s['win_rate'])}.",
             "",
         ]
     else:
         lines += ["No safety pairs were evaluated.", ""]
+    if evaluation.get("judge"):
+        from pipelines.judge import JudgeResult, report_markdown
+
+        lines += [report_markdown(JudgeResult.from_dict(evaluation["judge"])), ""]
     return "\n".join(lines)
 
 
@@ -165,12 +173,19 @@ def figures(evaluation: dict[str, Any], per_pair: pl.DataFrame, out_dir: Path) -
     paths.append(fig_dir / "margins_hist.png")
     _save(fig, paths[-1])
 
-    fig, ax = plt.subplots(figsize=(4.6, 4.4))
-    ax.scatter(r, c, s=8, alpha=0.6, c=np.where(c > r, "tab:green", "tab:red"))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9.2, 4.2))
+    colors = np.where(c > r, "tab:green", "tab:red")
+    ax.scatter(r, c, s=8, alpha=0.6, c=colors)
     ax.plot([lo, hi], [lo, hi], color="k", lw=0.8)
     ax.set_xlabel("reference margin")
     ax.set_ylabel("candidate margin")
     ax.set_title("Above the diagonal: candidate wins")
+    # the same pairs, as the change: small moves are invisible on the first panel's scale
+    ax2.scatter(r, c - r, s=8, alpha=0.6, c=colors)
+    ax2.axhline(0, color="k", lw=0.8)
+    ax2.set_xlabel("reference margin")
+    ax2.set_ylabel("candidate margin - reference margin")
+    ax2.set_title("Margin change per pair")
     paths.append(fig_dir / "margins_scatter.png")
     _save(fig, paths[-1])
 

@@ -4,10 +4,12 @@ One story, in order (each step depends on the registry state the previous one le
 
 1. a candidate DPO-trained on the true pairs is promoted over the base model (v1);
 2. a candidate trained on label-flipped pairs is registered but rejected, with the
-   failed checks as reasons, and ``champion`` stays on v1;
+   failed checks as reasons, and ``champion`` stays on v1 (the LLM-as-judge runs in
+   evaluate against a local OpenAI-compatible server and is one of the gate's checks);
 3. a better-trained true candidate beats v1 and becomes champion (v3), v1 is kept as
    ``previous_champion``; the champion loads through MLflow's pyfunc and scores;
-4. ``rollback`` puts v1 back; a second rollback has nowhere to go.
+4. ``rollback`` puts v1 back; a second rollback has nowhere to go;
+5. after the champion moves, the evaluation on disk is stale: gate and promote refuse it.
 
 A tiny model (64 hidden, 2 layers) on synthetic support-style pairs keeps it to about a
 minute on two CPU cores.
@@ -21,9 +23,11 @@ import pytest
 
 from pipelines import evaluate, gate, promote, train
 from pipelines import model as base_model
+from pipelines.config import JudgeParams
 from pipelines.io import read_json
 from pipelines.layout import Layout
 from pipelines.tracking import alias_version, client
+from tests.integration.http_fixtures import LocalServer, openai_handler
 from tests.integration.training_fixtures import tiny_params, torch_threads, write_pairs
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -72,9 +76,20 @@ def test_true_pairs_promoted_flipped_rejected_and_rollback_restores(tmp_path, mo
     again = promote.run(params, layout)
     assert again["version"] == "1" and not again["registered"] and again["reason"] == "already champion"
 
-    # 2. label-flipped pairs: evaluated against champion v1, rejected with reasons
+    # 2. label-flipped pairs: evaluated against champion v1, rejected with reasons. The
+    # LLM-as-judge runs in evaluate and is a gate check here: a judge that always answers
+    # "A" (position bias) is neutralised by the order swap into all ties, win-rate 0.5
     write_pairs(layout, flip=True)
-    head, verdict, result = cycle(params, layout)
+    with LocalServer(openai_handler(lambda req: "A")) as judge_server:
+        judged = params.model_copy(update={"judge": JudgeParams(
+            enabled=True, gate=True, base_url=judge_server.url + "/v1", model="judge-test", sample_size=6,
+            max_new_tokens=8, min_items=4, min_win_rate=0.55, backoff_s=0.01)})
+        head, verdict, result = cycle(judged, layout)
+        n_judge_calls = len(judge_server.requests)
+    ev = read_json(layout.eval_dir / "eval.json")
+    assert n_judge_calls == 2 * ev["judge"]["n_items"] and ev["judge"]["n"] == ev["judge"]["ties"] > 0
+    assert head["judge_win_rate"] == 0.5 and "judge" in verdict["failed"]
+    assert "LLM-as-judge" in (layout.eval_dir / "report.md").read_text()
     assert read_json(layout.eval_dir / "eval.json")["reference"] == {
         "kind": "champion", "label": "champion v1", "champion_version": "1",
         "fingerprint": read_json(layout.eval_dir / "eval.json")["reference"]["fingerprint"]}
@@ -122,3 +137,14 @@ def test_true_pairs_promoted_flipped_rejected_and_rollback_restores(tmp_path, mo
     assert aliases(params, layout) == ("3", "1")
     promote.rollback(params, layout=layout)
     assert aliases(params, layout) == ("1", None)
+
+    # 5. the champion moves after evaluate ran (a manual promotion of v2): the evaluation on
+    # disk (v3's candidate against champion v1) is stale, so gate and promote refuse it
+    promote.rollback(params, to_version="2", layout=layout)
+    gate.run(params, layout)
+    verdict = read_json(gate.verdict_path(layout))
+    assert verdict["failed"] == ["fresh_reference"], verdict["reasons"]
+    assert "made against champion v1" in " ".join(verdict["reasons"])
+    result = promote.run(params, layout)
+    assert not result["promoted"] and "fresh_reference FAILED" in result["reason"]
+    assert aliases(params, layout) == ("2", "1")

@@ -64,3 +64,14 @@ def test_top_level_must_be_a_mapping(tmp_path):
     p.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_params(p)
+
+
+def test_dpo_loss_type_may_be_a_weighted_list_rpo():
+    """``[sigmoid, sft]`` with weights is RPO; TRL gets the list, and weights must match it."""
+    from pipelines.config import DPOPhaseParams
+
+    assert DPOPhaseParams().loss_types == ["sigmoid"]
+    rpo = DPOPhaseParams(loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5])
+    assert rpo.loss_types == ["sigmoid", "sft"] and rpo.loss_weights == [1.0, 0.5]
+    with pytest.raises(ValueError, match="one weight per loss_type"):
+        DPOPhaseParams(loss_type=["sigmoid", "sft"], loss_weights=[1.0])

@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from pipelines.config import GateParams, Params
+from pipelines.config import GateParams, JudgeParams, Params
+from pipelines.evaluate import stale_reference
 from pipelines.gate import decide, run, verdict_path
 from pipelines.io import read_json, write_json_atomic
 from pipelines.layout import Layout
@@ -88,8 +89,57 @@ def test_run_writes_verdict_and_metrics(tmp_path):
     e = good_evaluation()
     e["test"]["win_rate"]["rate"] = 0.4
     write_json_atomic(layout.eval_dir / "eval.json", e)
-    metrics = run(Params(), layout)
-    assert metrics == {"passed": False, "n_checks": 6, "failed": ["win_rate"]}
+    metrics = run(Params(), layout)  # no champion in this project's (empty) registry: base is current
+    assert metrics == {"passed": False, "n_checks": 7, "failed": ["win_rate"]}
     verdict = read_json(verdict_path(layout))
     assert verdict["passed"] is False and verdict["rubric"]["min_win_rate"] == 0.55
     assert read_json(layout.metrics("gate")) == metrics
+
+
+BASE = {"kind": "base", "label": "base model (no champion yet)"}
+CHAMP = {"kind": "champion", "label": "champion v1", "champion_version": "1", "fingerprint": "f1"}
+
+
+@pytest.mark.parametrize(
+    ("recorded", "current", "stale"),
+    [
+        (BASE, BASE, False),
+        (CHAMP, CHAMP, False),
+        # this candidate became the champion: the evaluation that promoted it stands
+        (CHAMP, {"kind": "base", "label": "base model (champion v2 is this candidate)", "champion_version": "2"},
+         False),
+        (BASE, CHAMP, True),  # a champion appeared after evaluate ran against the base
+        (CHAMP, {**CHAMP, "label": "champion v2", "champion_version": "2"}, True),  # it moved
+        (None, CHAMP, True),  # an eval.json without a recorded reference cannot be trusted
+    ],
+)
+def test_stale_reference_only_when_the_champion_changed(recorded, current, stale):
+    reason = stale_reference(recorded, current)
+    assert (reason is not None) is stale
+    if stale:
+        assert current["label"] in reason and "dvc repro -f evaluate" in reason
+
+
+def test_a_stale_evaluation_fails_the_fresh_reference_check():
+    v = decide(good_evaluation(), GateParams(), current_reference=CHAMP)
+    assert v["passed"] is False and v["failed"] == ["fresh_reference"]
+    assert "made against base model (no champion yet)" in v["reasons"][-1]
+    assert decide(good_evaluation(), GateParams(), current_reference=BASE)["passed"] is True
+
+
+def judged(win_rate: float, ci_low: float, n: int = 40) -> dict:
+    return {"n_items": n, "n": n, "wins": 20, "losses": 10, "ties": n - 30, "invalid": 0, "win_rate": win_rate,
+            "ci_low": ci_low, "ci_high": min(1.0, win_rate + 0.1), "confidence": 0.95, "p_value": 0.03}
+
+
+def test_the_judge_is_a_gate_check_only_when_judge_gate_is_on():
+    off = JudgeParams(enabled=True, gate=False)
+    assert "judge" not in {c["name"] for c in decide(good_evaluation(), GateParams(), off)["checks"]}
+    on = JudgeParams(enabled=True, gate=True, min_win_rate=0.55)
+    e = good_evaluation()
+    assert decide(e, GateParams(), on)["failed"] == ["judge"]  # gate on, but no judge result: fails
+    e["judge"] = judged(0.62, 0.51)
+    assert decide(e, GateParams(), on)["passed"] is True
+    e["judge"] = judged(0.52, 0.41)
+    v = decide(e, GateParams(), on)
+    assert v["failed"] == ["judge"] and "win-rate 0.520" in v["reasons"][-1]
