@@ -13,6 +13,7 @@ share files, and a stage whose inputs did not change is restored from DVC's run-
 |---|---|
 | `prepare_workspace` | copy the project, write this run's overrides into its `params.yaml` |
 | `ingest` … `promote` | `dvc repro --single-item <stage>` in the workspace; XCom = the stage's metrics |
+| `train` | the same, on the Celery queue `$PREFPIPE_TRAIN_QUEUE` (`default` when unset; `gpu` sends it to a GPU worker) |
 | `outcome` | reads the gate verdict and the registry result; picks one of the next two |
 | `promoted` / `not_promoted` | the decision, with every gate reason, in the log, XCom and Slack |
 
@@ -48,6 +49,7 @@ from airflow.sdk import (
 from prefpipe_slack import SlackAlertNotifier, run_links, send_alert
 
 from pipelines import orchestration as orch
+from pipelines.scaleout import train_queue
 from pipelines.stages import STAGE_HELP
 
 DAG_ID = orch.TRAINING_DAG_ID
@@ -101,8 +103,12 @@ def dvc_stage(workspace: str, stage: str) -> dict[str, Any]:
 
 
 def stage(name: str, workspace: Any) -> Any:
-    """The task of one dvc.yaml stage, named after it and documented with its help text."""
-    return dvc_stage.override(task_id=name, doc_md=STAGE_HELP.get(name))(workspace, name)
+    """The task of one dvc.yaml stage, named after it and documented with its help text.
+
+    `train` goes to the training queue (`$PREFPIPE_TRAIN_QUEUE`, read when this file is parsed).
+    """
+    placement = {"queue": train_queue()} if name == "train" else {}
+    return dvc_stage.override(task_id=name, doc_md=STAGE_HELP.get(name), **placement)(workspace, name)
 
 
 @task.branch

@@ -5,6 +5,7 @@ set -euo pipefail
 need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)          # renders the drift report
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)  # Celery broker of the scale-out test
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "test services missing (${need[*]}); install them as root: apt-get install ${need[*]}" >&2

@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -105,6 +106,33 @@ def airflow_env(home: Path, project: Path, runs: Path, extra: dict[str, str] | N
     })
     env.update(extra or {})
     return env
+
+
+def api_server_settings(home: Path, port: int) -> tuple[dict[str, str], str]:
+    """Settings for an api-server on ``127.0.0.1:port`` and the password of its user ``admin``.
+
+    The scheduler's and workers' task runners reach the execution API at that address;
+    the simple auth manager reads the password from ``home/passwords.json``.
+    """
+    password = secrets.token_urlsafe(12)
+    (home / "passwords.json").write_text(json.dumps({"admin": password}))
+    return {
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+    }, password
+
+
+def start_airflow(services: Services, env: dict[str, str], home: Path, port: int) -> None:
+    """Start the api-server (on ``port``), the scheduler and the dag-processor, each in its own group."""
+    services.start("api-server", [str(AIRFLOW_BIN), "api-server", "--host", "127.0.0.1", "--port", str(port)],
+                   env, home)
+    services.start("scheduler", [str(AIRFLOW_BIN), "scheduler"], env, home)
+    services.start("dag-processor", [str(AIRFLOW_BIN), "dag-processor"], env, home)
 
 
 def airflow(args: list[str], env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:

@@ -160,3 +160,35 @@ def test_drift_dag_requests_retraining_through_the_training_dags_asset(parsed):
     assert "0 2 * * 4" in drift["timetable"] and drift["catchup"] is False
     assert list(drift["params"]) == [f.name for f in orch.DRIFT_FORM]
     assert all(t["callbacks"] == ["SlackAlertNotifier"] for t in tasks.values())
+
+
+def test_train_queue_comes_from_the_environment():
+    from pipelines.scaleout import train_queue
+
+    assert train_queue({}) == "default"
+    assert train_queue({"PREFPIPE_TRAIN_QUEUE": " "}) == "default"
+    assert train_queue({"PREFPIPE_TRAIN_QUEUE": "gpu"}) == "gpu"
+
+
+_QUEUES = r"""
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+print("QUEUES " + json.dumps({d: {t.task_id: t.queue for t in dag.tasks} for d, dag in bag.dags.items()}))
+"""
+
+
+def test_training_steps_go_to_the_configured_queue_and_nothing_else_does(tmp_path):
+    """With ``PREFPIPE_TRAIN_QUEUE=gpu`` where the DAGs are parsed, only the training steps move there."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update({"AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"), "PREFPIPE_TRAIN_QUEUE": "gpu",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow.db'}"})
+    proc = subprocess.run([sys.executable, "-c", _QUEUES, str(ROOT / "dags")], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("QUEUES ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    queues = json.loads(lines[-1][len("QUEUES "):])
+    on_gpu = {(d, t) for d, tasks in queues.items() for t, q in tasks.items() if q == "gpu"}
+    assert on_gpu == {(orch.TRAINING_DAG_ID, "train"), ("prefpipe_scaleout", "training_mix")}
+    assert all(q in ("gpu", "default") for tasks in queues.values() for q in tasks.values())
