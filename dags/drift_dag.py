@@ -4,7 +4,10 @@
 Weekly (Thursday 02:00 UTC, between two weekly trainings) the drift check compares the
 last days of scrubbed events with a reference window (tabular features and prompt
 embeddings; `params.yaml` → `drift`). It runs in a workspace of its own, like the
-training DAG, so the project checkout is never written.
+training DAG, so the project checkout is never written. The stage resolves the reference
+itself: by default the scrubbed events the current `champion` was trained on (read from
+the MLflow registry the workspace shares with the project), the time split before there
+is one; `reference_source` in its metrics and drift.json says which.
 
 | task | what it does |
 |---|---|

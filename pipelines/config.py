@@ -8,6 +8,7 @@ Airflow trigger form go through :func:`apply_overrides` so both are validated al
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -250,6 +251,15 @@ DriftNumMethod = Literal["wasserstein", "psi", "jensenshannon", "hellinger"]
 DriftCatMethod = Literal["jensenshannon", "psi", "hellinger"]
 
 
+def _utc_instant(value: str) -> datetime:
+    """An ISO date or date-time as an aware UTC instant (a date is its midnight UTC)."""
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"not an ISO date: {value!r}") from exc
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
 class DriftParams(Section):
     """This week's scrubbed events vs a reference window (stage drift).
 
@@ -258,12 +268,16 @@ class DriftParams(Section):
     effect size keeps the false-positive rate of a same-distribution sample near zero.
     """
 
-    reference: Literal["time_split", "dates", "path"] = Field(
-        "time_split",
-        description="time_split: the days before the current window; dates: reference_start..reference_end; "
-        "path: reference_path (e.g. the records the champion was trained on)",
+    reference: Literal["champion", "time_split", "dates", "path"] = Field(
+        "champion",
+        description="champion: the scrubbed events the registry's champion was trained on (time_split until "
+        "there is one); time_split: the days before the current window; dates: reference_start..reference_end; "
+        "path: reference_path",
     )
-    current_days: int = Field(7, ge=1, description="current window: the last N days of the scrubbed records")
+    current_days: int = Field(
+        7, ge=1, description="current window: the last N days of the scrubbed records (champion: only events "
+        "newer than its training data)",
+    )
     reference_days: int = Field(0, ge=0, description="time_split: days before the current window; 0 = all")
     reference_start: str | None = Field(None, description="dates: first day (ISO date, inclusive)")
     reference_end: str | None = Field(None, description="dates: end day (ISO date, exclusive)")
@@ -297,6 +311,13 @@ class DriftParams(Section):
             raise ValueError("reference: path needs reference_path")
         if self.reference == "dates" and not (self.reference_start and self.reference_end):
             raise ValueError("reference: dates needs reference_start and reference_end")
+        if self.reference != "dates" and (self.reference_start or self.reference_end):
+            raise ValueError(f"reference_start/reference_end are read only with reference: dates "
+                             f"(reference is {self.reference!r}): set drift.reference=dates to use the range")
+        if self.reference == "dates":
+            lo, hi = _utc_instant(self.reference_start or ""), _utc_instant(self.reference_end or "")
+            if hi <= lo:
+                raise ValueError("reference_end must be after reference_start (the end is exclusive)")
         if self.permutations and 1.0 / (self.permutations + 1) >= self.alpha:
             raise ValueError(f"permutations must exceed 1/alpha - 1 = {1 / self.alpha - 1:g}, "
                              "or the embedding p-value can never fall below alpha")

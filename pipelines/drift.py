@@ -6,7 +6,14 @@ with a reference window, writes a report a person can open, and alerts when the 
 score exceeds ``drift.threshold`` (ADR: 0.15).
 
     python -m pipelines drift                                   # params.yaml, data/scrubbed
+    python -m pipelines drift --set drift.reference=time_split --set drift.reference_days=28
     python -m pipelines drift --set drift.reference=path --set drift.reference_path=ref.parquet
+
+The reference is, by default, the scrubbed events the current ``champion`` (MLflow
+registry) was trained on, and the current window the last ``drift.current_days`` days
+of events newer than those; before the first champion it is the days before the current
+window. :mod:`pipelines.reference` has the rules and fallbacks; drift.json's
+``reference_source`` and the report's header say which one was used.
 
 What is compared (features in :mod:`pipelines.drift_features`):
 
@@ -39,7 +46,6 @@ only encodes this week's prompts.
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 import json
 import logging
@@ -54,10 +60,12 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
+from pipelines import reference as refs
 from pipelines.config import DriftParams, Params, ScrubParams
 from pipelines.drift_features import (
     CATEGORICAL_FEATURES,
     EMBEDDING_FEATURE,
+    KEY_COLUMNS,
     NUMERIC_FEATURES,
     TABULAR_FEATURES,
     PsiReference,
@@ -78,14 +86,11 @@ from pipelines.io import (
     write_text_atomic,
 )
 from pipelines.layout import Layout
-from pipelines.schemas import FREE_TEXT_FIELDS
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = "1"
 """Bump when the cached reference content changes meaning (features, PSI bins)."""
-KEY_COLUMNS = ("event_id", "feedback_type", "rating", "skill", "tenant_id", *FREE_TEXT_FIELDS)
-"""Record columns the features read: the reference's cache key hashes exactly these."""
 DEFAULT_PII_PATTERN = placeholder_regex(ScrubParams().entities, ScrubParams().placeholder_format)
 MODEL_NAME = "all-MiniLM-L6-v2"
 
@@ -621,55 +626,60 @@ def _new_categories(ref: PsiReference, values: pl.Series) -> str:
 # ----------------------------------------------------------------------------- windows
 
 
-def _day_start(ts: dt.datetime) -> dt.datetime:
-    return ts.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def _parse_day(value: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC) if "T" not in value else \
-        dt.datetime.fromisoformat(value).astimezone(dt.UTC)
-
-
-def select_windows(records: pl.LazyFrame, p: DriftParams,
-                   reference_records: pl.LazyFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+def select_windows(records: pl.LazyFrame, p: DriftParams, reference_records: pl.LazyFrame | None = None,
+                   lookup: refs.ChampionLookup | None = None) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     """Reference and current windows of scrubbed records, and a description of each.
 
-    The current window is always the last ``current_days`` days (by ``ts``, whole UTC
-    days ending with the newest record). The reference is, by ``drift.reference``: the
-    days before it (``time_split``; ``reference_days`` of them, or all), a date range
-    (``dates``), or another file (``path``: ``reference_records``).
+    :func:`pipelines.reference.plan_windows` decides the windows from ``drift.reference``
+    and ``lookup`` (the registry's champion; None = no champion); ``reference_records``
+    is the other file of ``path``. ``windows["reference"]["source"]`` says which
+    reference was used (``champion v3``, ``date range``, ``time split (no champion yet)``,
+    ...) and ``note`` why, when it is a fallback.
     """
     end = records.select(pl.col("ts").max()).collect().item()
     if end is None:
         raise ValueError("no scrubbed records: nothing to compare")
-    cur_start = _day_start(end) - dt.timedelta(days=p.current_days - 1)
-    current = records.filter(pl.col("ts") >= cur_start).collect()
-    if p.reference == "time_split":
-        cond = pl.col("ts") < cur_start
-        ref_start = None
-        if p.reference_days:
-            ref_start = cur_start - dt.timedelta(days=p.reference_days)
-            cond = cond & (pl.col("ts") >= ref_start)
-        reference = records.filter(cond).collect()
-        ref_desc = f"{ref_start.date() if ref_start else 'start'} .. {(cur_start - dt.timedelta(days=1)).date()}"
-    elif p.reference == "dates":
-        lo, hi = _parse_day(p.reference_start or ""), _parse_day(p.reference_end or "")
-        reference = records.filter((pl.col("ts") >= lo) & (pl.col("ts") < hi)).collect()
-        ref_desc = f"{lo.date()} .. {(hi - dt.timedelta(days=1)).date()}"
-    else:
-        if reference_records is None:
-            raise ValueError("reference: path needs the reference records")
-        reference = reference_records.collect()
-        ref_desc = f"file {p.reference_path}"
+    plan = refs.plan_windows(p, end, lookup)
+    reference = _reference_records(records, plan, reference_records)
+    if plan.champion is not None and reference.height == 0:     # its training events are gone
+        plan = refs.gone(plan, end, p)
+        reference = _reference_records(records, plan, reference_records)
+    match = _champion_match(plan, reference)
+    current = records.filter(plan.current.expr()).collect()
     ref_ts = reference.select(pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi")).row(0) \
         if reference.height else (None, None)
+    cur_start = plan.current.start
     windows = {
-        "reference": {"mode": p.reference, "description": ref_desc, "rows": reference.height,
-                      "first_ts": str(ref_ts[0]), "last_ts": str(ref_ts[1])},
-        "current": {"description": f"{cur_start.date()} .. {end.date()} (last {p.current_days} days)",
-                    "rows": current.height, "first_ts": str(cur_start), "last_ts": str(end)},
+        "reference": {"mode": p.reference, "source": plan.source, "description": plan.reference_description,
+                      "rows": reference.height, "first_ts": str(ref_ts[0]), "last_ts": str(ref_ts[1]),
+                      "note": match["summary"] if match else plan.note, **({"champion": match} if match else {})},
+        "current": {"description": plan.current_description, "rows": current.height,
+                    "first_ts": str(cur_start), "last_ts": str(end)},
     }
     return reference, current, windows
+
+
+def _champion_match(plan: refs.WindowPlan, reference: pl.DataFrame) -> dict[str, Any] | None:
+    """What the champion recorded beside what its window found now (None for other references).
+
+    The fingerprint is computed only when the counts agree: otherwise they differ anyway.
+    """
+    if plan.champion is None or plan.champion.events is None:
+        return None
+    ev = plan.champion.events
+    fp = frame_fingerprint(reference, KEY_COLUMNS) if reference.height == ev.count else None
+    return {"version": plan.champion.version, "recorded_first_ts": ev.first_ts.isoformat(),
+            "recorded_last_ts": ev.last_ts.isoformat(), "recorded_count": ev.count, "found": reference.height,
+            "fingerprint_match": fp == ev.fingerprint, "summary": refs.champion_match(ev, reference.height, fp)}
+
+
+def _reference_records(records: pl.LazyFrame, plan: refs.WindowPlan,
+                       reference_records: pl.LazyFrame | None) -> pl.DataFrame:
+    if plan.reference is not None:
+        return records.filter(plan.reference.expr()).collect()
+    if reference_records is None:
+        raise ValueError("reference: path needs the reference records")
+    return reference_records.collect()
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -736,7 +746,10 @@ def summary_html(result: DriftResult, windows: dict[str, Any] | None = None) -> 
         )
     win = ""
     if windows:
-        win = "<p>" + " &nbsp; ".join(
+        ref = windows.get("reference", {})
+        win = (f'<p id="prefpipe-drift-reference"><b>Reference: {e(str(ref.get("source", ref.get("mode"))))}</b>'
+               + (f" ({e(str(ref['note']))})" if ref.get("note") else "") + "</p>")
+        win += "<p>" + " &nbsp; ".join(
             f"<b>{e(k)}</b>: {e(str(v.get('description')))} ({v.get('rows')} records)" for k, v in windows.items()
         ) + "</p>"
     drifted = ", ".join(result.drifted) or "none"
@@ -820,7 +833,11 @@ def run(params: Params, layout: Layout) -> dict[str, Any]:
     if p.reference == "path":
         ref_path = Path(p.reference_path or "")
         ref_records = _read_scrubbed(ref_path if ref_path.is_absolute() else layout.root / ref_path)
-    reference, current, windows = select_windows(_read_scrubbed(layout.scrubbed), p, ref_records)
+    lookup = refs.lookup_champion(params, layout) if p.reference == "champion" else None
+    reference, current, windows = select_windows(_read_scrubbed(layout.scrubbed), p, ref_records, lookup)
+    ref_win = windows["reference"]
+    log.info("drift: reference = %s: %s, %d records%s", ref_win["source"], ref_win["description"], ref_win["rows"],
+             f" ({ref_win['note']})" if ref_win["note"] else "")
     cache = Path(p.cache_dir)
     result = detect_drift(
         reference, current, p, cache if cache.is_absolute() else layout.root / cache,
@@ -829,11 +846,12 @@ def run(params: Params, layout: Layout) -> dict[str, Any]:
     out = layout.drift_dir
     render_report(result, out / "report.html", windows)
     plot_scores(result, out / "scores.png")
-    metrics = result.metrics()
+    metrics = {**result.metrics(), "reference_source": ref_win["source"]}
     metrics["alert"] = "not_needed"
     if result.verdict == "drift":
         metrics["alert"] = send_alert(metrics, os.environ.get("DRIFT_REPORT_URL")) if p.alert else "disabled"
-    write_json_atomic(out / "drift.json", {**result.to_dict(), "windows": windows, "alert": metrics["alert"]})
+    write_json_atomic(out / "drift.json", {**result.to_dict(), "reference_source": ref_win["source"],
+                                           "windows": windows, "alert": metrics["alert"]})
     write_json_atomic(layout.metrics("drift"), metrics)
     log.info("drift: %s (score %.3f, drifted: %s) in %.1f s", result.verdict, result.drift_score,
              ", ".join(result.drifted) or "none", time.perf_counter() - t0)

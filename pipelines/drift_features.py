@@ -47,6 +47,9 @@ PSI_EPS = 1e-4
 """Floor for an empty bin's share: PSI is infinite otherwise (a new tenant has share 0 before)."""
 OTHER = "__other__"
 """Bucket for categories the reference never saw (a new tenant lands here)."""
+KEY_COLUMNS = ("event_id", "feedback_type", "rating", "skill", "tenant_id", *FREE_TEXT_FIELDS)
+"""Record columns the features read: a reference's cache key and the champion's recorded
+fingerprint (:mod:`pipelines.reference`) hash exactly these."""
 _WORD = r"[^\p{L}\p{N}<>_]+"  # the word split of pipelines.pairs, so edit_ratio means the same
 
 

@@ -602,6 +602,7 @@ def run_dvc_stage(
     stage: str,
     echo: Callable[[str], None] | None = None,
     single_item: bool = True,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Run ``dvc repro --single-item STAGE`` in the workspace; return the stage's metrics.
 
@@ -609,8 +610,9 @@ def run_dvc_stage(
     this workspace; DVC still reruns the stage only when its deps, params or code
     changed, and restores it from the run-cache when another run computed the same.
     ``single_item=False`` reproduces the stage's upstream first (for a DAG that runs
-    one stage of the graph on its own, like drift). Output is streamed to ``echo`` (the
-    task log) line by line.
+    one stage of the graph on its own, like drift). ``force`` runs the stage even when
+    DVC sees no change (its real input is outside DVC's view, like the registry alias).
+    Output is streamed to ``echo`` (the task log) line by line.
 
     Raises:
         WorkspaceError: not a workspace, or the stage is not in its dvc.yaml.
@@ -625,7 +627,8 @@ def run_dvc_stage(
     if echo is None:
         stage_log = logging.getLogger(f"prefpipe.stage.{stage}")
         echo = lambda line: stage_log.info("%s", line)  # noqa: E731 (a one-line sink)
-    cmd = [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", *(["--single-item"] if single_item else []), stage]
+    cmd = [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", *(["--single-item"] if single_item else []),
+           *(["--force"] if force else []), stage]
     t0 = time.perf_counter()
     # same process group as the task: Airflow stops a task by signalling its whole group,
     # which then reaches DVC and the stage it runs
@@ -853,14 +856,16 @@ def drift_available() -> bool:
 def run_drift(workspace: Path, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the drift check in a workspace and return its metrics.
 
-    When dvc.yaml has a ``drift`` stage it is reproduced with its upstream (the scrubbed
-    records it compares), so its output is versioned like any stage. Until then the
-    ``drift`` CLI stage runs after ``dvc repro scrub``.
+    The scrubbed records it compares are reproduced first (restored from the run-cache
+    when unchanged); then the ``drift`` stage runs *forced*: its default reference is the
+    registry's champion, which DVC cannot see, so a cached result could be against an
+    older champion. Its output is versioned like any stage's. Without a ``drift`` stage
+    in dvc.yaml the ``drift`` CLI stage runs instead.
     """
     workspace = Path(workspace)
-    if "drift" in stage_names(workspace / "dvc.yaml"):
-        return run_dvc_stage(workspace, "drift", echo=echo, single_item=False)
     run_dvc_stage(workspace, "scrub", echo=echo, single_item=False)
+    if "drift" in stage_names(workspace / "dvc.yaml"):
+        return run_dvc_stage(workspace, "drift", echo=echo, force=True)
     return run_cli_stage(workspace, "drift", echo=echo)
 
 

@@ -230,7 +230,7 @@ def _version_tags(
     evaluation: dict[str, Any], verdict: dict[str, Any], manifest: dict[str, Any], who: str, when: str, root: Path
 ) -> dict[str, str]:
     """Everything a reader of the registry needs to judge a version, as string tags."""
-    from pipelines import tracking
+    from pipelines import reference, tracking
 
     tags = {
         "gate": "passed" if verdict.get("passed") else "failed",
@@ -245,6 +245,7 @@ def _version_tags(
         tags[f"data.{k}"] = str(v)
     for k, v in evaluation.get("headline", {}).items():
         tags[f"metric.{k}"] = _fmt(v)
+    tags.update(reference.training_events_tags(Layout(root), manifest))  # drift's default reference window
     return tags
 
 
