@@ -18,7 +18,6 @@ import gzip
 import hashlib
 import logging
 import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from pipelines.config import Params
-from pipelines.io import write_json_atomic, write_parquet_atomic
+from pipelines.io import make_scratch_dir, write_json_atomic, write_parquet_atomic
 from pipelines.layout import Layout
 from pipelines.schemas import (
     COMMON_FIELDS,
@@ -484,8 +483,8 @@ def run(params: Params, layout: Layout) -> dict[str, Any]:
     raw_dir = layout.raw_dir
     if not raw_dir.is_dir():
         raise FileNotFoundError(f"raw event folder {raw_dir} does not exist; run `python -m pipelines generate`")
-    layout.staged_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".ingest-", dir=layout.staged_dir))
+    # scratch parts hold raw (unscrubbed) events: a killed run's are removed by the next one
+    scratch = make_scratch_dir(layout.staged_dir, "ingest")
     try:
         collector, rejects, stats = read_events(raw_dir, scratch, params)
         inter, outs, fb = collector.scan("interaction"), collector.scan("output"), collector.scan("feedback")

@@ -4,19 +4,128 @@ Every stage writes its outputs through these helpers: the bytes go to a temporar
 file in the destination folder, are flushed and fsynced, and are then renamed over
 the final name. A crash leaves either the old complete file or the new one, never a
 partial one, and a rerun simply overwrites.
+
+A writer killed outright (SIGKILL, the OOM killer) runs no cleanup and leaves its
+temporary file behind; temporary names carry the writer's pid, and the next write of
+the same destination removes those whose writer is dead, so crashes do not accumulate
+partial files inside a stage's output folder (which DVC would otherwise hash and cache).
+
+``PREFPIPE_FAULT`` is a test hook (see :func:`parse_fault`): it makes the process kill
+itself at a named point of an atomic write, so tests/reliability can crash a stage at a
+chosen instant rather than at a lucky moment. Unset, it costs one environment lookup.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
+import re
+import shutil
+import signal
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+FAULT_ENV = "PREFPIPE_FAULT"
+FAULT_POINTS = ("open", "written", "renamed")
+"""Where an atomic write can be crashed: temp created (empty), temp complete and fsynced
+but not renamed, new file renamed into place (directory entry not yet synced)."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A crash to inject: at ``point`` of the ``nth`` write whose destination matches ``pattern``."""
+
+    point: str
+    pattern: str
+    nth: int = 1
+    group: bool = False  # kill the whole process group (the DVC parent too), as Airflow stops a task
+
+
+def parse_fault(spec: str) -> Fault:
+    """``POINT:GLOB[:N[:group]]`` -> Fault; GLOB matches the destination's name or whole path.
+
+    Example: ``PREFPIPE_FAULT=written:records.parquet:1`` SIGKILLs the process once the
+    first ``records.parquet`` it writes is complete on disk but not yet renamed.
+    """
+    parts = spec.split(":")
+    if len(parts) < 2 or parts[0] not in FAULT_POINTS or (len(parts) > 3 and parts[3] != "group"):
+        raise ValueError(f"{FAULT_ENV}={spec!r}: expected POINT:GLOB[:N[:group]], POINT in {FAULT_POINTS}")
+    return Fault(parts[0], parts[1], int(parts[2]) if len(parts) > 2 else 1, len(parts) > 3)
+
+
+_fault_hits: Counter[str] = Counter()
+"""Matching writes seen so far in this process, per point (the hook's only state)."""
+
+
+def _maybe_crash(point: str, dest: Path) -> None:
+    """SIGKILL this process (or its group) when ``PREFPIPE_FAULT`` names this write."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    fault = parse_fault(spec)
+    if fault.point != point or not (
+        fnmatch.fnmatch(dest.name, fault.pattern) or fnmatch.fnmatch(dest.as_posix(), fault.pattern)
+    ):
+        return
+    _fault_hits[point] += 1
+    if _fault_hits[point] == fault.nth:
+        if fault.group:
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pid_alive(pid: int) -> bool:
+    """True unless no process has this pid (an unreaped zombie, or a reused pid, counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def sweep_stale(folder: Path, name: str) -> list[Path]:
+    """Remove temporaries (files or folders) of ``name`` left in ``folder`` by dead writers.
+
+    Why by pid: a live writer of the same destination in another process must keep its
+    temp; only one whose process no longer exists can be sure never to rename it. A reused
+    pid errs on the safe side (the temp stays); pids are only meaningful on one machine.
+    """
+    pattern = re.compile(rf"\.{re.escape(name)}\.(\d+)\.[a-z0-9_]{{8}}(\.[A-Za-z0-9]+)?")
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        match = pattern.fullmatch(path.name)
+        if match is None or _pid_alive(int(match.group(1))):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        removed.append(path)
+    return removed
+
+
+def make_scratch_dir(parent: str | Path, name: str) -> Path:
+    """A fresh private folder ``parent/.NAME.PID.XXXXXXXX``; scratch of dead runs is removed first.
+
+    The caller removes it when done; a run killed before that leaves it for the next one.
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(parent, name)
+    return Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", dir=parent))
 
 
 @contextlib.contextmanager
@@ -29,15 +138,21 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or ".tmp", dir=dest.parent)
+    sweep_stale(dest.parent, dest.name)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{dest.name}.{os.getpid()}.", suffix=suffix or ".tmp", dir=dest.parent
+    )
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are ordinary files
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        _maybe_crash("open", dest)
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        _maybe_crash("written", dest)
         os.replace(tmp_path, dest)
+        _maybe_crash("renamed", dest)
         _fsync_dir(dest.parent)
     finally:
         if tmp_path.exists():

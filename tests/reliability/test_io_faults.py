@@ -1,0 +1,85 @@
+"""The crash hook and the sweep of dead writers' temporaries in pipelines/io.py, on their own.
+
+The crash tests rely on both; here each is pinned down in milliseconds: the hook kills
+exactly at the named point, a temporary is removed only when its writer is dead, and
+nothing else in the folder is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from pipelines.io import (
+    FAULT_ENV,
+    Fault,
+    make_scratch_dir,
+    parse_fault,
+    read_json,
+    sweep_stale,
+    write_json_atomic,
+)
+from tests.project import ROOT, project_env
+
+WRITE_TWICE = "from pipelines.io import write_json_atomic as w; import sys; w(sys.argv[1], 1); w(sys.argv[1], 2)"
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    return int(proc.stdout)
+
+
+def test_fault_specs_parse_and_bad_ones_are_refused():
+    assert parse_fault("written:records.parquet") == Fault("written", "records.parquet", 1, False)
+    assert parse_fault("renamed:*/pairs/*.parquet:3:group") == Fault("renamed", "*/pairs/*.parquet", 3, True)
+    for bad in ("records.parquet", "before:x", "open:x:1:everyone", "open:x:one"):
+        with pytest.raises(ValueError):
+            parse_fault(bad)
+
+
+@pytest.mark.parametrize(("spec", "killed", "content", "temps"), [
+    ("open:out.json:2", True, 1, 1),  # the second write dies with an empty temp beside the first file
+    ("written:out.json:2", True, 1, 1),  # ... with a complete temp, not yet renamed
+    ("renamed:out.json:2", True, 2, 0),  # ... after the rename: the new file is in place
+    ("written:other.json", False, 2, 0),  # a fault for another file never fires
+])
+def test_the_hook_kills_at_the_named_write_and_point(tmp_path, spec, killed, content, temps):
+    dest = tmp_path / "out.json"
+    proc = subprocess.run([sys.executable, "-c", WRITE_TWICE, str(dest)], cwd=ROOT,
+                          env=project_env({FAULT_ENV: spec}), capture_output=True)
+    assert proc.returncode == (-signal.SIGKILL if killed else 0)
+    assert read_json(dest) == content
+    assert len([p for p in tmp_path.iterdir() if p.name != "out.json"]) == temps
+    write_json_atomic(dest, 3)  # the next write of the same file sweeps the dead writer's temp
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_sweep_removes_only_temporaries_of_dead_writers(tmp_path):
+    dead = dead_pid()
+    doomed = [tmp_path / f".out.json.{dead}.abcd_123.tmp", tmp_path / f".out.json.{dead}.zz9zz9zz.parquet"]
+    kept = [
+        tmp_path / f".out.json.{os.getpid()}.abcdefgh.tmp",  # a live writer (this process)
+        tmp_path / f".out.json.5.{dead}.abcdefgh",  # the temp of another file, "out.json.5"
+        tmp_path / f".other.json.{dead}.abcdefgh.tmp",
+        tmp_path / "out.json",
+        tmp_path / f"out.json.{dead}.abcdefgh.tmp",  # not hidden: not ours
+    ]
+    for path in doomed + kept:
+        path.write_text("x")
+    assert sorted(sweep_stale(tmp_path, "out.json")) == sorted(doomed)
+    assert all(p.exists() for p in kept) and not any(p.exists() for p in doomed)
+
+
+def test_scratch_folders_of_dead_runs_are_removed(tmp_path):
+    stale = tmp_path / f".ingest.{dead_pid()}.abcdefgh"
+    (stale / "part").mkdir(parents=True)
+    (stale / "part" / "interaction-00000.parquet").write_bytes(b"raw events")
+    fresh = make_scratch_dir(tmp_path, "ingest")
+    assert not stale.exists() and fresh.is_dir() and fresh.parent == tmp_path
+
