@@ -23,6 +23,7 @@ import typer
 from pipelines.config import ConfigError, load_params, parse_override
 from pipelines.layout import Layout
 from pipelines.stages import STAGE_HELP, STAGES, resolve
+from pipelines.tracking import TrackingUnavailable
 
 QUIET_LOGGERS = ("great_expectations", "httpx", "urllib3", "filelock")
 """Libraries whose INFO lines drown the stage's own progress output."""
@@ -56,7 +57,11 @@ def _run(stage: str, params_path: Path, overrides: list[str] | None, root: Path)
     except ConfigError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from None
-    metrics = resolve(stage)(params, Layout(root))
+    try:
+        metrics = resolve(stage)(params, Layout(root))
+    except TrackingUnavailable as err:  # a service is down: one line, and 3 (retry later, nothing to fix here)
+        typer.echo(f"{stage}: {err}", err=True)
+        raise typer.Exit(3) from None
     typer.echo(json.dumps(metrics, indent=2, sort_keys=True, default=str))
 
 
@@ -119,6 +124,9 @@ def rollback(
     except (ConfigError, NothingToRollBack) as err:
         typer.echo(f"rollback: {err}", err=True)
         raise typer.Exit(1) from None
+    except TrackingUnavailable as err:
+        typer.echo(f"rollback: {err}", err=True)
+        raise typer.Exit(3) from None
     typer.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
 
 

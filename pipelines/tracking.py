@@ -6,6 +6,10 @@ and ``mlflow/artifacts``, git-ignored), so ``dvc repro`` on a laptop needs no se
 registry then lives in the same store, because MLflow's registry defaults to the
 tracking URI.
 
+A tracking server is asked ``GET /health`` before it is used (:func:`preflight`): MLflow's
+own client retries a refused connection for about four minutes before it says so, and a
+stage that cannot reach its registry should say that in seconds, in one line.
+
 Nothing here acts at import time: callers ask for a URI or a client when they need one,
 and ``mlflow`` itself is imported inside the functions.
 """
@@ -14,7 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +36,110 @@ if TYPE_CHECKING:
 ENV_URI = "MLFLOW_TRACKING_URI"
 FINGERPRINT_TAG = "candidate_fingerprint"
 """Model-version tag holding :func:`pipelines.model.candidate_fingerprint`."""
+
+HEALTH_ENDPOINT = "/health"
+"""Answered ``OK`` by ``mlflow server`` without authentication."""
+ENV_MAX_RETRIES = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+ENV_BACKOFF_FACTOR = "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"
+ENV_TIMEOUT = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking server did not answer; the message is one line naming the URI and the fix."""
+
+
+@dataclass(frozen=True)
+class PreflightPolicy:
+    """How long :func:`preflight` insists: retries after the first try, backoff factor, per-try timeout."""
+
+    retries: int = 2
+    backoff_factor: float = 1.0
+    timeout_s: float = 5.0
+
+
+def preflight_policy(env: Mapping[str, str] | None = None) -> PreflightPolicy:
+    """The check's policy: MLflow's own ``MLFLOW_HTTP_REQUEST_*`` variables where set, else short defaults.
+
+    Why MLflow's variables: they already mean "how hard to try before the server counts
+    as unreachable", so a user who raised them for a slow link gets a check that waits as
+    long. Why not MLflow's defaults (7 retries, factor 2, 120 s): together about four
+    minutes before a refused connection is reported; the defaults here take a few seconds.
+    """
+    env = os.environ if env is None else env
+    default = PreflightPolicy()
+
+    def number(key: str, fallback: float) -> float:
+        raw = env.get(key, "").strip()
+        try:
+            return float(raw) if raw else fallback
+        except ValueError:
+            return fallback
+
+    return PreflightPolicy(
+        retries=max(0, int(number(ENV_MAX_RETRIES, default.retries))),
+        backoff_factor=max(0.0, number(ENV_BACKOFF_FACTOR, default.backoff_factor)),
+        timeout_s=max(0.1, number(ENV_TIMEOUT, default.timeout_s)),
+    )
+
+
+def is_server_uri(uri: str) -> bool:
+    """A tracking server reached over HTTP(S), the only kind that can be down (SQLite, folders cannot)."""
+    return uri.lower().startswith(("http://", "https://"))
+
+
+_ERRNO_RE = re.compile(r"\[Errno -?\d+\] [^'\")\]]+")
+
+
+def short_reason(detail: str, limit: int = 120) -> str:
+    """The gist of a connection error: the ``[Errno N] ...`` part when there is one, else the start.
+
+    Why: MLflow wraps a refused connection in three nested exception texts on one line.
+    """
+    found = _ERRNO_RE.findall(detail)
+    if found:
+        return found[-1].strip()
+    lowered = detail.lower()
+    for hint in ("timed out", "timeout", "name or service not known", "connection refused", "ssl"):
+        if hint in lowered:
+            return hint
+    return " ".join(detail.split())[:limit].strip()
+
+
+def unavailable_message(uri: str, reason: str, tries: int) -> str:
+    """One line: what failed, where, why, and what to do."""
+    return (
+        f"MLflow tracking server {uri} is unreachable ({reason}; {tries} tries): start it or fix "
+        f"{ENV_URI}, or unset {ENV_URI} to use the project's local store; "
+        f"{ENV_MAX_RETRIES}/{ENV_TIMEOUT} make this check wait longer"
+    )
+
+
+def preflight(uri: str, env: Mapping[str, str] | None = None) -> None:
+    """Fail fast with :class:`TrackingUnavailable` when the tracking server at ``uri`` does not answer.
+
+    Non-server URIs pass unchecked. The request goes through MLflow's own HTTP helper, so
+    credentials, TLS settings and proxies are those MLflow itself would use. Any answer
+    below 500 counts as reachable (a 401/403/404 is MLflow's to report, with its own
+    message); a 5xx after the retries is a server that is up but not serving.
+    """
+    if not is_server_uri(uri):
+        return
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    policy = preflight_policy(env)
+    tries = policy.retries + 1
+    try:
+        resp = http_request(
+            get_default_host_creds(uri), HEALTH_ENDPOINT, "GET", max_retries=policy.retries,
+            backoff_factor=policy.backoff_factor, backoff_jitter=0.0, timeout=policy.timeout_s,
+            raise_on_status=False,
+        )
+    except MlflowException as err:
+        raise TrackingUnavailable(unavailable_message(uri, short_reason(str(err)), tries)) from None
+    if resp.status_code >= 500:
+        raise TrackingUnavailable(unavailable_message(uri, f"HTTP {resp.status_code} on {HEALTH_ENDPOINT}", tries))
 
 
 def mlflow_dir(layout: Layout) -> Path:
@@ -64,13 +175,18 @@ def configure(layout: Layout) -> str:
 
     Returns the URI in use. Why a function and not module state: stages run in fresh
     processes (DVC) and in one long process (tests, Airflow), and each call must follow
-    the environment of its moment.
+    the environment of its moment. A server is checked first (:func:`preflight`) on every
+    call, so a server lost between two calls of one stage is also reported at once.
+
+    Raises:
+        TrackingUnavailable: the tracking server does not answer.
     """
     import mlflow
 
     # one progress bar per artifact file floods stage logs; the stages log their own progress
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = tracking_uri(layout)
+    preflight(uri)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).resolve().parent.mkdir(parents=True, exist_ok=True)
     # mlflow.set_*_uri also export MLFLOW_*_URI; undo that, or the next call (another

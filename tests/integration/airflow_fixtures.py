@@ -355,6 +355,10 @@ class Service:
     name: str
     proc: subprocess.Popen
     log: Path
+    cmd: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    exits: list[int] = field(default_factory=list)  # exit codes of the runs :meth:`Services.revive` replaced
 
 
 @dataclass
@@ -367,12 +371,34 @@ class Services:
     def start(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> Service:
         self.logdir.mkdir(parents=True, exist_ok=True)
         log = self.logdir / f"{name}.log"
-        with open(log, "ab") as fh:  # the child keeps its own copy of the descriptor
-            proc = subprocess.Popen(cmd, cwd=cwd or self.logdir, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        svc = Service(name, proc, log)
+        svc = Service(name, self._popen(cmd, env, cwd or self.logdir, log), log, cmd, env, cwd or self.logdir)
         self.started.append(svc)
         return svc
+
+    @staticmethod
+    def _popen(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
+        with open(log, "ab") as fh:  # the child keeps its own copy of the descriptor
+            return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def revive(self) -> list[str]:
+        """Start again every service that exited, as ``restart: unless-stopped`` in docker/compose.yaml does.
+
+        What is left of the exited run's process group is stopped first, and must be
+        gone. Returns the names started again; their old exit codes are in ``exits``.
+        """
+        revived = []
+        for svc in self.started:
+            if svc.proc.poll() is None:
+                continue
+            kill_group(svc.proc)
+            left = group_members(svc.proc.pid)
+            assert left == [], f"{svc.name}: processes of the exited run left behind: {left}"
+            svc.exits.append(svc.proc.returncode)
+            with open(svc.log, "a") as fh:
+                fh.write(f"\n--- exited ({svc.proc.returncode}); started again, as restart: unless-stopped would\n")
+            svc.proc = self._popen(svc.cmd, svc.env, svc.cwd or self.logdir, svc.log)
+            revived.append(svc.name)
+        return revived
 
     def check_alive(self) -> None:
         for svc in self.started:
@@ -451,17 +477,23 @@ class Postgres:
             check=True, capture_output=True, timeout=120,
         )
         self.port = free_port()
-        with open(self.root / "postgres.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                self._as_postgres([str(PG_BIN / "postgres"), "-D", str(data), "-p", str(self.port),
-                                   "-k", str(sock), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-                                   "-c", "max_connections=200"]),
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+        self._launch()
         self._wait_and_create()
         return self
 
-    def _wait_and_create(self) -> None:
+    def _launch(self) -> None:
+        """Start ``postgres`` on the data folder and port (in a process group of its own)."""
+        assert PG_BIN is not None and self.root is not None
+        with open(self.root / "postgres.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                self._as_postgres([str(PG_BIN / "postgres"), "-D", str(self.root / "data"), "-p", str(self.port),
+                                   "-k", str(self.root / "sock"), "-c", "listen_addresses=127.0.0.1",
+                                   "-c", "fsync=off", "-c", "max_connections=200"]),
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+
+    def _wait_ready(self) -> Any:
+        """A connection to the ``postgres`` database once the server accepts one (60 s at most)."""
         import psycopg2
 
         deadline = time.monotonic() + 60
@@ -469,12 +501,31 @@ class Postgres:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"postgres exited:\n{tail(self.root / 'postgres.log')}")
             try:
-                conn = psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user, dbname="postgres")
-                break
+                return psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user, dbname="postgres")
             except psycopg2.OperationalError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.3)
+
+    def restart(self, down_s: float = 0.0) -> float:
+        """``pg_ctl restart`` with a pause: fast shutdown (every session ended, data kept), ``down_s`` s
+        down, then the same data folder and port again; returns how long clients could not connect.
+
+        Why a pause: a restart that takes a blink can fall between two queries of every
+        client; a few seconds down makes the clients meet the outage.
+        """
+        assert PG_BIN is not None and self.root is not None and self.proc is not None
+        t0 = time.monotonic()
+        subprocess.run(self._as_postgres([str(PG_BIN / "pg_ctl"), "stop", "-D", str(self.root / "data"),
+                                          "-m", "fast", "-w"]), check=True, capture_output=True, timeout=60)
+        self.proc.wait(timeout=30)
+        time.sleep(down_s)
+        self._launch()
+        self._wait_ready().close()
+        return time.monotonic() - t0
+
+    def _wait_and_create(self) -> None:
+        conn = self._wait_ready()
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(f'CREATE DATABASE "{self.db}"')

@@ -11,14 +11,16 @@ failed. PostgreSQL, the process helpers and the Airflow environment are in
 - :class:`MotoS3`: ``moto_server`` (``moto[server]``), an S3 API with fake credentials.
 - :class:`MlflowServer`: ``mlflow server`` with a PostgreSQL backend store and a local
   folder as artifact destination, artifacts served through the server.
+- :func:`unanswering_port`: a hung host (connections accepted by the kernel, never answered).
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +45,19 @@ def wait_until(what: str, probe: Callable[[], T | None], timeout: float, service
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout:.0f}s" + (f"\n{services_log(services)}" if services else ""))
         time.sleep(every)
+
+
+@contextlib.contextmanager
+def unanswering_port() -> Iterator[int]:
+    """A port on 127.0.0.1 whose connections complete (the kernel's backlog) but are never answered.
+
+    Why: a hung host is the case where a client's timeout, not a refused connection, has
+    to end the wait.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        yield s.getsockname()[1]
 
 
 def pg_rows(pg: Postgres, sql: str, args: tuple = ()) -> list[dict[str, Any]]:
@@ -135,7 +150,11 @@ class MotoS3(_Server):
 
 @dataclass
 class MlflowServer(_Server):
-    """``mlflow server`` on a PostgreSQL backend store, artifacts under ``root/artifacts`` served by it."""
+    """``mlflow server`` on a PostgreSQL backend store, artifacts under ``root/artifacts`` served by it.
+
+    :meth:`stop` and :meth:`start` take it down and bring it back on the same port, backend
+    store and artifact folder: an outage as clients see it, with nothing lost on the server.
+    """
 
     pg: Postgres | None = None
 
@@ -143,6 +162,12 @@ class MlflowServer(_Server):
         assert self.pg is not None, "MlflowServer needs a running Postgres"
         self.port = free_port()
         self.artifacts = self.root / "artifacts"
+        self.start()
+        return self
+
+    def start(self) -> None:
+        """Start the server on ``port`` and wait until ``/health`` answers."""
+        assert self.pg is not None
         env = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": str(self.root), "PYTHONUNBUFFERED": "1"}
         self.services.start("mlflow", [
             str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
@@ -150,7 +175,12 @@ class MlflowServer(_Server):
             "--artifacts-destination", str(self.artifacts), "--serve-artifacts",
         ], env, self.root)
         wait_http(f"{self.url}/health", 180, self.services)
-        return self
+
+    def stop(self) -> None:
+        """Stop the server and everything it forked (its store and artifacts stay); fail if any process is left."""
+        left = self.services.stop()
+        self.services.started.clear()  # a stopped server is not a crashed one for check_alive
+        assert left == [], f"mlflow server: processes left behind: {left}"
 
     @property
     def url(self) -> str:

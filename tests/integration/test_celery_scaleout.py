@@ -21,7 +21,23 @@ tells them apart, as distinct hosts would in a deployment.
 The ``gpu`` worker serves only its queue, as in ``docker/compose.yaml``: default-queue
 work (the mapped instances) never lands there, which the test checks too.
 
-About 1-1.5 minutes on two shared cores (starting the services and workers is most of it).
+The metadata database restarts in the middle of the run: as soon as the first
+``skill_report`` instance is running, PostgreSQL is stopped (fast shutdown: every
+session ended), kept down a few seconds and started again on the same data folder and
+port. What Airflow 3 does then: the running task's calls to the execution API fail
+(500) and are retried until the database is back; the api-server reconnects; the
+scheduler and the dag-processor exit (code 1, the connection error in their log) and
+are started again the way ``restart: unless-stopped`` in ``docker/compose.yaml`` starts
+them (:meth:`Services.revive`). Task instances a worker receives while the database is
+down are dropped by Celery (it records ``STARTED`` in its result backend, the same
+PostgreSQL, before running a task) and stay ``queued``: the new scheduler adopts them
+once the old one's heartbeat is stale and requeues them after ``task_queued_timeout``.
+Those three timers are shortened here (``QUICK_RECOVERY``; the defaults add up to
+10-15 minutes). The run must end in success with every task's file written; the tries
+each task needed are printed.
+
+About 2 minutes on two shared cores: starting the services and workers, and waiting for the
+recovery after the restart (about a minute), are most of it.
 """
 
 from __future__ import annotations
@@ -69,6 +85,15 @@ pytestmark = [
 DAG_ID = "prefpipe_scaleout"
 WORKERS = {"w-default": ("default", 2), "w-gpu": ("gpu", 1)}
 RUN_TIMEOUT_S = 300
+PG_DOWN_S = 5.0
+"""How long the metadata database stays down: longer than the scheduler's heartbeat (2 s)."""
+QUICK_RECOVERY = {
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "10",  # default 30 s: when a silent scheduler is dead
+    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",  # default 300 s: when its tasks are adopted
+    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "30",  # default 600 s: when a task lost in delivery is requeued
+    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "5",
+}
+"""The recovery timers after a metadata database restart, shortened to fit a test."""
 WORKER_NAME_MODULE = '''import os
 
 
@@ -103,6 +128,8 @@ def test_mapped_fan_out_on_the_default_worker_and_training_step_on_the_gpu_worke
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "PREFPIPE_TRAIN_QUEUE": "gpu",
             "PYTHONPATH": str(home),
+            orch.RETRY_DELAY_ENV: "5",  # a task the restart fails retries in seconds, not minutes
+            **QUICK_RECOVERY,
         })
         airflow(["db", "migrate"], env, timeout=300)
         print(f"\nredis, PostgreSQL and db migrate: {time.perf_counter() - t0:.0f}s")
@@ -129,10 +156,32 @@ def test_mapped_fan_out_on_the_default_worker_and_training_step_on_the_gpu_worke
                                     {"logical_date": None, "conf": {"pairs_dir": str(Layout(data).pairs_dir)}})
             assert status == 200, body
             run_id = body["dag_run_id"]
-            state = wait_until(f"run {run_id} finished", lambda: _run_state(api, run_id), RUN_TIMEOUT_S, services, 2)
-            print(f"run {state} after {time.perf_counter() - t0:.0f}s")
+            seen = wait_until("a skill_report instance started", lambda: _first_report_state(pg, run_id),
+                              RUN_TIMEOUT_S, services, 0.2)
+            # the restart should hit a running task; one that got past unseen is fine as long as
+            # the run itself is still going (the training step follows the fan-out)
+            assert seen == "running" or _run_state(api, run_id) is None, f"the run ended before the restart ({seen})"
+            down = pg.restart(down_s=PG_DOWN_S)
+            print(f"PostgreSQL restarted while skill_report ran: {down:.1f}s without a database")
+            revived: list[str] = []
+
+            def finished() -> str | None:
+                revived.extend(services.revive())  # what the deployment's supervisor does
+                return _run_state(api, run_id)
+
+            try:
+                state = wait_until(f"run {run_id} finished", finished, RUN_TIMEOUT_S, every=2)
+            except AssertionError as err:
+                raise AssertionError(f"{err}\n{services_log(services)}") from None
+            exits = {svc.name: svc.exits for svc in services.started if svc.exits}
+            requeued = _text(services, "scheduler").count("Task stuck in queued; will try to requeue")
+            print(f"run {state} after {time.perf_counter() - t0:.0f}s; exited and started again: {exits}; "
+                  f"task instances requeued after the restart: {requeued}")
             tis = _task_instances(pg, run_id)
             assert state == "success", (tis, services_log(services))
+            print("tries:", {f"{ti['task_id']}[{ti['map_index']}]": ti["try_number"] for ti in tis})
+            for name in set(revived):  # an exit says why: the database connection, in the service's log
+                assert "psycopg2.OperationalError" in _text(services, name), name
 
             mapped = [ti for ti in tis if ti["task_id"] == "skill_report"]
             assert sorted(ti["map_index"] for ti in mapped) == list(range(len(SKILLS)))
@@ -167,11 +216,19 @@ def _text(services: Services, name: str) -> str:
 
 def _run_state(api: Api, run_id: str) -> str | None:
     status, body = api.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.request.quote(run_id, safe='')}")
+    if status >= 500:  # the api-server met the database restarting: ask again
+        return None
     assert status == 200, body
     return body["state"] if body["state"] in ("success", "failed") else None
 
 
 def _task_instances(pg: Postgres, run_id: str) -> list[dict]:
     """Every task instance of the run, read from the metadata database itself."""
-    return pg_rows(pg, "SELECT task_id, map_index, state, hostname, queue FROM task_instance "
+    return pg_rows(pg, "SELECT task_id, map_index, state, hostname, queue, try_number FROM task_instance "
                        "WHERE dag_id = %s AND run_id = %s ORDER BY task_id, map_index", (DAG_ID, run_id))
+
+
+def _first_report_state(pg: Postgres, run_id: str) -> str | None:
+    """``running`` once a skill_report instance runs; a finished state if one got past unseen; else None."""
+    states = {ti["state"] for ti in _task_instances(pg, run_id) if ti["task_id"] == "skill_report"}
+    return next((s for s in ("running", "success", "failed", "up_for_retry") if s in states), None)

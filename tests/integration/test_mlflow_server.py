@@ -10,6 +10,12 @@ candidate and moves ``champion``. The test then asks the server (``MlflowClient`
 in PostgreSQL and in the artifact folder, and checks that the project's own default
 store (``mlflow/`` under the root, ``mlruns/``, any SQLite file) was never created.
 
+Mid-run, after ``train``, the server goes down (its processes stopped; PostgreSQL and the
+artifact folder stay): ``evaluate`` must then fail within seconds with one line naming
+the server, exit code 3, and leave every file under ``data/`` and ``metrics/`` as it was.
+The server comes back on the same port and store, ``evaluate`` runs again, and the
+pipeline finishes with ``champion`` set on train's run, as if nothing had happened.
+
 The gate is relaxed for this test (win rate > 0 instead of 0.55, ...): it is about where
 runs and models go, not about the gate, which ``test_training.py`` covers.
 """
@@ -17,13 +23,16 @@ runs and models go, not about the gate, which ``test_training.py`` covers.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
 from pipelines.layout import Layout
+from pipelines.tracking import file_md5
 from tests.integration.airflow_fixtures import PG_BIN, Postgres
 from tests.integration.service_fixtures import MlflowServer, pg_rows
 from tests.integration.training_fixtures import tiny_params, write_pairs
@@ -42,6 +51,10 @@ FAST = {"model.warmup.max_steps": 8, "train.sft.max_steps": 2, "train.dpo.max_st
         "train.eval_steps": 2, "train.save_steps": 2, "train.logging_steps": 1}
 RELAXED_GATE = {"gate.min_win_rate": 0.0, "gate.min_win_rate_ci_low": 0.0, "gate.alpha": 0.999,
                 "gate.max_nll_increase": 10.0, "gate.max_safety_regression": 1.0}
+OUTAGE_BEFORE = "evaluate"
+"""The stage that first finds the server down (train's outputs exist by then)."""
+FAIL_FAST_S = 60
+"""Process start and imports included; MLflow's own retries alone took about 4 minutes."""
 
 
 def _stage_env(uri: str) -> dict[str, str]:
@@ -66,9 +79,11 @@ def test_stages_track_and_register_on_the_server(tmp_path):
         env = _stage_env(server.url)
         results = {}
         for stage in STAGES:
+            cmd = [sys.executable, "-m", "pipelines", stage, "--params", str(params_file), "--root", str(root)]
+            if stage == OUTAGE_BEFORE:
+                _outage(server, cmd, root, env)
             t0 = time.perf_counter()
-            out = run([sys.executable, "-m", "pipelines", stage, "--params", str(params_file), "--root", str(root)],
-                      root, env, timeout=600)
+            out = run(cmd, root, env, timeout=600)
             results[stage] = json.loads(out.stdout[out.stdout.index("{"):])
             print(f"{stage}: {time.perf_counter() - t0:.1f}s")
 
@@ -101,3 +116,28 @@ def test_stages_track_and_register_on_the_server(tmp_path):
     assert not (root / "mlruns").exists() and not (tmp_path / "mlruns").exists()
     assert not [p for p in tmp_path.rglob("*.db") if "server" not in p.parts]
 
+
+def _outputs(root: Path) -> dict[str, str]:
+    """{path: md5} of every file the stages wrote (``data/``, ``metrics/``)."""
+    return {p.relative_to(root).as_posix(): file_md5(p)
+            for folder in ("data", "metrics") for p in (root / folder).rglob("*") if p.is_file()}
+
+
+def _outage(server: MlflowServer, cmd: list[str], root: Path, env: dict[str, str]) -> None:
+    """Stop the server, check ``cmd`` fails fast and cleanly and loses nothing, start the server again."""
+    before = _outputs(root)
+    assert any(p.startswith("data/models/candidate/") for p in before), sorted(before)  # train's outputs
+    server.stop()
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    elapsed = time.perf_counter() - t0
+    lines = proc.stderr.strip().splitlines() or [""]
+    print(f"{OUTAGE_BEFORE} with the server down: exit {proc.returncode} after {elapsed:.1f}s: {lines[-1]}")
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert lines[-1].startswith(f"{OUTAGE_BEFORE}: MLflow tracking server {server.url} is unreachable"), lines[-5:]
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert elapsed < FAIL_FAST_S
+    assert _outputs(root) == before  # nothing lost, nothing changed, nothing half-written
+    t0 = time.perf_counter()
+    server.start()
+    print(f"mlflow server back on {server.url}: {time.perf_counter() - t0:.1f}s")

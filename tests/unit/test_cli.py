@@ -36,3 +36,15 @@ def test_every_stage_has_help():
     assert result.exit_code == 0
     for stage in ("ingest", "scrub", "pairs", "train", "evaluate", "gate", "promote", "drift", "rollback", "audit"):
         assert stage in result.output
+
+
+def test_rollback_with_the_tracking_server_down_is_one_line(tmp_path, monkeypatch):
+    from tests.integration.http_fixtures import closed_port
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    result = CliRunner().invoke(app, ["rollback"])
+    assert result.exit_code == 3
+    assert [ln for ln in result.stderr.splitlines() if ln.startswith("rollback:")][0].count("unreachable") == 1
