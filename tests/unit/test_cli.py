@@ -47,4 +47,4 @@ def test_rollback_with_the_tracking_server_down_is_one_line(tmp_path, monkeypatc
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     result = CliRunner().invoke(app, ["rollback"])
     assert result.exit_code == 3
-    assert [ln for ln in result.stderr.splitlines() if ln.startswith("rollback:")][0].count("unreachable") == 1
+    assert next(ln for ln in result.stderr.splitlines() if ln.startswith("rollback:")).count("unreachable") == 1
