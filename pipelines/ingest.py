@@ -58,6 +58,8 @@ Invalid = tuple[RejectReason, str]
 
 def _require_str(obj: dict[str, Any], name: str) -> Invalid | None:
     value = obj.get(name)
+    if type(value) is str and value and not value.isspace():  # the usual case, first
+        return None
     if value is None:
         return RejectReason.MISSING_FIELD, f"missing required field '{name}'"
     if not isinstance(value, str):
@@ -160,23 +162,31 @@ def validate_event(obj: Any, max_text_chars: int) -> Invalid | None:
     reason code and a detail that names the field but never echoes its value (values
     may hold PII, and the quarantine must not).
     """
+    return _validate(obj, max_text_chars)[0]
+
+
+def _validate(obj: Any, max_text_chars: int) -> tuple[Invalid | None, int | None]:
+    """:func:`validate_event`, plus the parsed ``ts`` (parsing it costs; once per line)."""
     if not isinstance(obj, dict):
-        return RejectReason.NOT_AN_OBJECT, f"line is a JSON {type(obj).__name__}, not an object"
+        return (RejectReason.NOT_AN_OBJECT, f"line is a JSON {type(obj).__name__}, not an object"), None
     for name in COMMON_FIELDS:
-        bad = _require_str(obj, name)
-        if bad:
-            return bad
+        value = obj.get(name)
+        if not (type(value) is str and value and not value.isspace()):  # the slow, exact check
+            bad = _require_str(obj, name)
+            if bad:
+                return bad, None
     if obj["event_type"] not in EVENT_TYPES:
-        return RejectReason.UNKNOWN_EVENT_TYPE, "event_type is not one of " + "|".join(EVENT_TYPES)
-    if parse_ts(obj["ts"]) is None:
-        return RejectReason.BAD_TIMESTAMP, "field 'ts' is not ISO-8601 with a time zone"
-    return _check_text_len(obj, _TEXT_FIELDS, max_text_chars) or _TYPE_CHECKS[obj["event_type"]](obj)
+        return (RejectReason.UNKNOWN_EVENT_TYPE, "event_type is not one of " + "|".join(EVENT_TYPES)), None
+    ts = parse_ts(obj["ts"])
+    if ts is None:
+        return (RejectReason.BAD_TIMESTAMP, "field 'ts' is not ISO-8601 with a time zone"), None
+    return _check_text_len(obj, _TEXT_FIELDS, max_text_chars) or _TYPE_CHECKS[obj["event_type"]](obj), ts
 
 
 # --------------------------------------------------------------------------- reading
 
 
-@dataclass
+@dataclass(slots=True)
 class RawLine:
     """One unit of input: a JSONL line (bytes) or a Parquet row (already a dict)."""
 
@@ -269,13 +279,16 @@ def _feedback_row(obj: dict[str, Any]) -> dict[str, Any]:
     return {"output_id": obj["output_id"], "rating": obj.get("rating"), "edited_text": obj.get("edited_text")}
 
 
-def to_part_row(obj: dict[str, Any], line: RawLine) -> dict[str, Any]:
-    """Project a valid event onto its type's part columns (unknown fields are dropped)."""
+def to_part_row(obj: dict[str, Any], line: RawLine, ts: int | None = None) -> dict[str, Any]:
+    """Project a valid event onto its type's part columns (unknown fields are dropped).
+
+    ``ts`` is the parsed timestamp when the caller has it already.
+    """
     kind = obj["event_type"]
     row = {name: obj.get(name) for name in _PART_COLUMNS[kind]}
     row["source_file"], row["line_no"] = line.source_file, line.line_no
     if "ts" in row:
-        row["ts"] = parse_ts(obj["ts"])
+        row["ts"] = parse_ts(obj["ts"]) if ts is None else ts
     if kind == "interaction":
         row["turn"] = obj.get("turn") or 0
     if kind == "feedback":
@@ -433,7 +446,9 @@ def read_events(raw_dir: Path, scratch: Path, params: Params) -> tuple[Collector
                         detail=item[1], excerpt="")
             continue
         obj, bad = decode_line(item)
-        bad = bad or validate_event(obj, params.ingest.max_text_chars)
+        ts = None
+        if bad is None:
+            bad, ts = _validate(obj, params.ingest.max_text_chars)
         if bad is None:
             kind = obj["event_type"]
             key = obj["interaction_id"] if kind == "interaction" else obj.get("output_id")
@@ -450,7 +465,7 @@ def read_events(raw_dir: Path, scratch: Path, params: Params) -> tuple[Collector
         if kind in seen_key:
             seen_key[kind].add(key)
         by_type[kind] += 1
-        collector.add(kind, to_part_row(obj, item))
+        collector.add(kind, to_part_row(obj, item, ts))
         if lines_in % 250_000 == 0:
             log.info("ingest: %d lines read, %d quarantined so far", lines_in, len(rejects.rows))
     collector.flush()

@@ -21,7 +21,6 @@ Skills with fewer than ``min_pairs_per_skill`` training pairs are reported, not 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections import Counter
@@ -40,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MINHASH_PERMUTATIONS = 32
 LSH_BANDS = 8  # 8 bands x 4 rows: a pair at Jaccard 0.9 becomes a candidate with p > 0.999
+MINHASH_CHUNK_TEXTS = 4096  # texts signed at a time: bounds memory, keeps a chunk in cache
 _WORD = r"[^\p{L}\p{N}<>_]+"
 
 # ----------------------------------------------------------------------------- event pairs
@@ -55,7 +55,9 @@ def with_history(rec: pl.LazyFrame) -> pl.LazyFrame:
     Why: a follow-up ("should we page anyone?") means nothing without the conversation
     before it, for training and for telling two prompts apart. The assistant side of an
     earlier turn is what the user ended up with: the edited text, else the accepted or
-    preferred output, else the best-rated one.
+    preferred output, else the best-rated one. The messages are built as rows (one per
+    message) and gathered into lists once at the end: moving list-of-struct columns
+    through a join costs more than the texts themselves.
     """
     rank = pl.col("feedback_type").replace_strict(_FINAL_ANSWER_RANK, default=len(_FINAL_ANSWER_RANK))
     turns = (
@@ -63,20 +65,24 @@ def with_history(rec: pl.LazyFrame) -> pl.LazyFrame:
         .sort("_rank", pl.col("rating").fill_null(0), "event_id", descending=[False, True, False])
         .group_by("tenant_id", "thread_id", "turn")
         .agg(pl.col("prompt").first().alias("_user"), pl.col("_answer").first())
-        .select(
-            "tenant_id", "thread_id", pl.col("turn").alias("_turn"),
-            pl.concat_list(
-                pl.struct(pl.lit("user").alias("role"), pl.col("_user").alias("content")),
-                pl.struct(pl.lit("assistant").alias("role"), pl.col("_answer").alias("content")),
-            ).alias("_msgs"),
-        )
+        .rename({"turn": "_turn"})
     )
-    history = (
+    earlier = (
         rec.select("event_id", "tenant_id", "thread_id", "turn")
         .join(turns, on=["tenant_id", "thread_id"])
         .filter(pl.col("_turn") < pl.col("turn"))
-        .group_by("event_id")
-        .agg(pl.col("_msgs").sort_by("_turn").explode().alias("_history"))
+    )
+    history = (
+        pl.concat(
+            [
+                earlier.select("event_id", "_turn", pl.lit(side, dtype=pl.UInt8).alias("_side"),
+                               pl.lit(role).alias("role"), pl.col(column).alias("content"))
+                for side, (role, column) in enumerate((("user", "_user"), ("assistant", "_answer")))
+            ]
+        )
+        .sort("event_id", "_turn", "_side")
+        .group_by("event_id", maintain_order=True)
+        .agg(pl.struct("role", "content").alias("_history"))
     )
     return rec.join(history, on="event_id", how="left", maintain_order="left")
 
@@ -211,13 +217,32 @@ def _scrub_pairs(df: pl.DataFrame, params: Params) -> pl.DataFrame:
 
 
 def pair_ids(df: pl.DataFrame) -> pl.Series:
-    """Content id: the same tenant, prompt, chosen and rejected always get the same id."""
-    prompts = [json.dumps(m, ensure_ascii=False, sort_keys=True) for m in df["prompt"].to_list()]
-    ids = [
-        hashlib.blake2b("\x1f".join((t, pr, c, r)).encode("utf-8"), digest_size=12).hexdigest()
-        for t, pr, c, r in zip(df["tenant_id"], prompts, df["chosen"], df["rejected"], strict=True)
-    ]
+    """Content id: the same tenant, prompt, chosen and rejected always get the same id.
+
+    The prompt counts as its JSON text (``json.dumps(messages, ensure_ascii=False,
+    sort_keys=True)``), written by polars: turning every prompt into Python dicts costs
+    more than hashing.
+    """
+    keys = df.select(
+        pl.concat_str("tenant_id", _prompt_json(), "chosen", "rejected", separator="\x1f")
+    ).to_series()
+    ids = [hashlib.blake2b(k.encode("utf-8"), digest_size=12).hexdigest() for k in keys.to_list()]
     return pl.Series("pair_id", ids, dtype=pl.String)
+
+
+def _json_string(field: str) -> pl.Expr:
+    """A message field as a JSON value, escaped as ``json.dumps(ensure_ascii=False)`` does."""
+    wrapped = pl.struct(pl.element().struct.field(field).alias("v")).struct.json_encode()
+    return wrapped.str.strip_prefix('{"v":').str.strip_suffix("}")
+
+
+def _prompt_json() -> pl.Expr:
+    """The prompt messages as the JSON text ``json.dumps`` writes with sorted keys."""
+    message = pl.concat_str(
+        pl.lit('{"content": '), _json_string("content"), pl.lit(', "role": '), _json_string("role"), pl.lit("}")
+    )
+    listed = pl.concat_str(pl.lit("["), pl.col("prompt").list.eval(message).list.join(", "), pl.lit("]"))
+    return pl.when(pl.col("prompt").is_null()).then(pl.lit("null")).otherwise(listed)
 
 
 def _prompt_key() -> pl.Expr:
@@ -237,8 +262,22 @@ def minhash_signatures(texts: pl.Series, seed: int, k: int = MINHASH_PERMUTATION
 
     Why vectorised: a Python loop over 10^7 shingles takes minutes; here words are
     hashed once by polars, shingles are combined arithmetically and the k minima come
-    from ``np.minimum.reduceat``.
+    from ``np.minimum.reduceat``. Why in chunks of texts: memory stays bounded (a million
+    events make ~25M words) and the k passes over a chunk's shingles stay in cache.
     """
+    n = len(texts)
+    rng = np.random.default_rng(seed)
+    a = rng.integers(1, 2**63, size=k, dtype=np.uint64) | np.uint64(1)
+    b = rng.integers(0, 2**63, size=k, dtype=np.uint64)
+    sig = np.empty((n, k), dtype=np.uint64)
+    for lo in range(0, n, MINHASH_CHUNK_TEXTS):
+        chunk = texts.slice(lo, MINHASH_CHUNK_TEXTS)
+        sig[lo : lo + len(chunk)] = _chunk_signatures(chunk, seed, a, b)
+    return sig
+
+
+def _chunk_signatures(texts: pl.Series, seed: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Signatures of a few thousand texts (see :func:`minhash_signatures`)."""
     n = len(texts)
     words = (
         pl.DataFrame({"t": texts})
@@ -249,25 +288,27 @@ def minhash_signatures(texts: pl.Series, seed: int, k: int = MINHASH_PERMUTATION
     )
     doc = words["doc"].to_numpy().astype(np.int64)
     h = words["h"].to_numpy().astype(np.uint64)
+    # a text's shingles: its word 3-grams, or its words when it has fewer than three;
+    # each text is one kind or the other, so both kinds line up in text order
+    short = (np.bincount(doc, minlength=n) < 3)[doc]
+    shingle = np.zeros(len(h), dtype=bool)
+    shingle[:-2] = doc[:-2] == doc[2:]
+    value = h.copy()
     with np.errstate(over="ignore"):
-        sh = h[:-2] * np.uint64(0x9E3779B97F4A7C15) + h[1:-1] * np.uint64(0xC2B2AE3D27D4EB4F) + h[2:]
-    same_doc = doc[:-2] == doc[2:]
-    # docs shorter than 3 words keep their word hashes as shingles
-    lengths = np.bincount(doc, minlength=n)
-    short = np.isin(doc, np.flatnonzero(lengths < 3))
-    shingles = np.concatenate([sh[same_doc], h[short]])
-    owner = np.concatenate([doc[:-2][same_doc], doc[short]])
-    order = np.argsort(owner, kind="stable")
-    shingles, owner = shingles[order], owner[order]
+        value[:-2][shingle[:-2]] = (
+            h[:-2] * np.uint64(0x9E3779B97F4A7C15) + h[1:-1] * np.uint64(0xC2B2AE3D27D4EB4F) + h[2:]
+        )[shingle[:-2]]
+    keep = shingle | short
+    shingles, owner = value[keep], doc[keep]
     starts = np.searchsorted(owner, np.arange(n))
-    rng = np.random.default_rng(seed)
-    a = rng.integers(1, 2**63, size=k, dtype=np.uint64) | np.uint64(1)
-    b = rng.integers(0, 2**63, size=k, dtype=np.uint64)
-    sig = np.empty((n, k), dtype=np.uint64)
-    for i in range(k):
-        with np.errstate(over="ignore"):
-            perm = shingles * a[i] + b[i]
-        sig[:, i] = np.minimum.reduceat(perm, starts) if len(perm) else 0
+    sig = np.zeros((n, len(a)), dtype=np.uint64)
+    if not len(shingles):
+        return sig
+    perm = np.empty_like(shingles)
+    for i in range(len(a)):
+        np.multiply(shingles, a[i], out=perm)  # uint64 arithmetic wraps, as a hash should
+        np.add(perm, b[i], out=perm)
+        sig[:, i] = np.minimum.reduceat(perm, starts)
     return sig
 
 

@@ -82,9 +82,9 @@ MAX_ADDRESS_BODY_TOKENS = 18
 MAX_ADDRESS_BODY_CHARS = 140
 MIN_STRONG_NAME_LEN = 3  # shorter names (Li, Wu, Al) need a cue or a neighbouring name
 TOKEN_CACHE_SIZE = 1 << 17
-SMALL_BATCH_ROWS = 20_000  # below this, name lookups run in Python (hashing the list costs ~20 ms)
 PARALLEL_MIN_TEXTS = 20_000  # fewer texts than this are not worth shipping to workers
 CHUNKS_PER_WORKER = 2
+FEW_TEXTS = 128  # up to this many texts, one polars call runs every pattern on every text
 
 # IBAN length per country (ISO 13616 registry).
 IBAN_LENGTHS: dict[str, int] = {
@@ -274,9 +274,8 @@ def _read_words(*patterns: str) -> frozenset[str]:
                 continue
             low = word.lower()
             words.add(low)
-            plain = _strip_accents(low)
-            if plain != low:
-                words.add(plain)
+            if not low.isascii():  # most words are; only the others have accents to strip
+                words.add(_strip_accents(low))
     return frozenset(words)
 
 
@@ -338,6 +337,36 @@ def _char_class(categories: frozenset[str]) -> str:
 def _alt(words: Sequence[str]) -> str:
     """Alternation of literal words, longest first so that 'Street' is tried before 'St'."""
     return "|".join(re.escape(w) for w in sorted(set(words), key=lambda w: (-len(w), w)))
+
+
+def _trie_alt(words: Sequence[str]) -> str:
+    """The same alternation as :func:`_alt`, written as a prefix tree.
+
+    Why: Python's ``re`` tries the branches of a flat alternation one by one, so a
+    200-word list costs 200 failed tries at every position where it is tried (the
+    stop-word check inside a street pattern ran at every word of a window). A tree
+    branches on the first letter. Among the words that fit at a position, which are
+    prefixes of one another, the longer is still tried first, as in :func:`_alt`.
+    It is not used for a pattern's first element: ``re`` finds the possible first
+    letters of a flat alternation and skips ahead to them, but not for a tree.
+    """
+    tree: dict[str, dict] = {}
+    for word in set(words):
+        node = tree
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+    return _trie_body(tree)
+
+
+def _trie_body(node: dict[str, dict]) -> str:
+    branches = [re.escape(ch) + _trie_body(node[ch]) for ch in sorted(k for k in node if k)]
+    if not branches:
+        return ""
+    body = "|".join(branches)
+    if "" in node:  # a word ends here: longer words first, then the end (greedy '?')
+        return f"(?:{body})?"
+    return body if len(branches) == 1 else f"(?:{body})"
 
 
 _GREETINGS = r"dear|hi|hello|hey|hiya|greetings|good{S}+(?:morning|afternoon|evening)"
@@ -422,6 +451,7 @@ class _Py:
     prefix_street: re.Pattern[str]
     address_cue: re.Pattern[str]
     address_cont: re.Pattern[str]
+    number_gap: re.Pattern[str]
     body_token: re.Pattern[str]
 
 
@@ -430,7 +460,7 @@ def _py() -> _Py:
     upper = _char_class(frozenset(("Lu", "Lt")))
     letter = r"[^\W\d_]"
     word = rf"(?:\d{{1,3}}(?:st|nd|rd|th)|{letter}[\w'’.-]*)"
-    stop = _alt(sorted(STOPWORDS))
+    stop = _trie_alt(sorted(STOPWORDS))
     sword = rf"(?!(?i:{stop})(?![\w'’-])){word}"  # a street-name word: not a function word
     house = r"\d{1,6}(?:[A-Za-z](?![\w'’]))?(?:[-/]\d{1,5}[A-Za-z]?)?"
     suffix = _alt(STREET_SUFFIXES)
@@ -450,10 +480,10 @@ def _py() -> _Py:
     )
     after_street = (
         rf"(?<![\w'’-])(?:{sword}[ \t]+){{0,3}}{sword}[ \t]+"
-        rf"(?i:{_alt(STREET_TYPES_AFTER)})\.?[ \t]+{house}(?![\w'’])\.?"
+        rf"(?i:{_trie_alt(STREET_TYPES_AFTER)})\.?[ \t]+{house}(?![\w'’])\.?"
     )
     fused_street = (
-        rf"(?<![\w'’-]){letter}[\w'’-]{{2,}}?(?i:{_alt(FUSED_STREET_ENDINGS)})\.?"
+        rf"(?<![\w'’-]){letter}[\w'’-]{{2,}}?(?i:{_trie_alt(FUSED_STREET_ENDINGS)})\.?"
         rf"[ \t]+{house}(?![\w'’])\.?"
     )
     line_street = (
@@ -525,6 +555,7 @@ def _py() -> _Py:
             rf"(?P<name>(?:{sword}[ \t]+){{0,4}}{sword})(?:,?[ \t]+(?P<num2>{house})(?![\w'’])\.?)?"
         ),
         address_cue=re.compile(_address_cue_pattern(r"\b", r"\s")),
+        number_gap=re.compile(r"\.?[ \t]+\d"),
         address_cont=re.compile(
             rf"(?P<sep>[ \t]*,[ \t]*(?:\n[ \t]*)?|[ \t]*\n[ \t]*(?:,[ \t]*)?|[ \t]+)"
             rf"(?P<part>(?P<unit>{unit})"
@@ -591,9 +622,28 @@ def _rust() -> dict[str, str]:
         ),
         "addr_cue": _address_cue_pattern(b, s),
         "cue": _cue_pattern(b, up, s, up) + "|" + _vocative_pattern(b, up, s),
-        "upper": r"\p{Lu}|\p{Lt}",
+        # in a text without capitals: where Python's cue pattern may start (no follower)
+        "cue_lower": _cue_pattern(b, "", s, ""),
         "token": rf"{up}[\p{{Ll}}'’][\p{{L}}'’]*(?:-[\p{{L}}'’]+)*",
+        # gates: something every match of the gated patterns contains
+        "upper": r"\p{Lu}|\p{Lt}",
+        "digit": r"\d",
+        "ip_gate": r"\d|:[0-9A-Fa-f]{0,4}:",  # IPv4 needs digits, IPv6 two close colons
+        "obf_gate": r"[\[(](?i:at)[\])]",
     }
+
+
+_GATES = ("upper", "digit", "ip_gate", "obf_gate")
+# Candidate kinds by the gate their texts must pass (None: every text). Every match of
+# these patterns holds a digit, and so does every address Python accepts after a cue.
+_GATED_KINDS: dict[str | None, tuple[str, ...]] = {
+    None: ("email",),
+    "obf_gate": ("email_obf",),
+    "ip_gate": ("ip",),
+    "digit": ("num", "iban", "card_tail", "addr_num", "addr_word", "addr_cue"),
+    "upper": ("cue",),
+    "lower": ("cue_lower",),
+}
 
 
 CANDIDATE_KINDS = (
@@ -897,26 +947,40 @@ def _names_in(text: str, start: int, end: int, lowercase_mode: bool, p: _Py) -> 
     run: list[tuple[int, int, int]] = []  # (start, end, class)
     place_end = -1  # end of a place prefix ("San", "New") the next token may continue
     for m in token_re.finditer(text, start, end):
-        tok = m.group(0)
-        cls = _token_class(tok)
-        if m.start() == place_end + 1 and text[place_end] == " ":
+        tok = m.group()
+        tok_start, tok_end = m.span()
+        cls, is_place, core_len = _token_info(tok)
+        if place_end >= 0 and tok_start == place_end + 1 and text[place_end] == " ":
             cls = _OTHER  # "San Francisco", "New York", "Fort Worth": a place, both words
             if run and run[-1][1] == place_end:
                 run.pop()
-        place_end = m.end() if tok.lower() in PLACE_PREFIXES else -1
-        if lowercase_mode and cls == _AMBIG:
-            cls = _OTHER  # "will", "mark": in lower-case text only listed, unambiguous names
-        elif cls == _UNKNOWN and not lowercase_mode and _is_sentence_start(text, m.start()):
-            cls = _OTHER  # a capital after a full stop is no evidence
-        if len(tok) == 1 and not lowercase_mode:
-            cls = _UNKNOWN if text[m.end() : m.end() + 1] == "." and tok not in "AI" else _OTHER
-        if run and (cls == _OTHER or not _joinable(text, run[-1][1], m.start(), p)):
+        place_end = tok_end if is_place else -1
+        if lowercase_mode:
+            if cls == _AMBIG:
+                cls = _OTHER  # "will", "mark": in lower-case text only listed, unambiguous names
+        else:
+            if cls == _UNKNOWN and _is_sentence_start(text, tok_start):
+                cls = _OTHER  # a capital after a full stop is no evidence
+            if tok_end - tok_start == 1:
+                cls = _UNKNOWN if text[tok_end : tok_end + 1] == "." and tok not in "AI" else _OTHER
+        if run and (cls == _OTHER or not _joinable(text, run[-1][1], tok_start, p)):
             yield from _accept_run(text, run, p)
             run = []
         if cls != _OTHER:
-            run.append((m.start(), m.start() + len(_strip_possessive(tok)), cls))
+            run.append((tok_start, tok_start + core_len, cls))
     if run:
         yield from _accept_run(text, run, p)
+
+
+@functools.lru_cache(maxsize=TOKEN_CACHE_SIZE)
+def _token_info(token: str) -> tuple[int, bool, int]:
+    """(class, is a place prefix, length without a possessive ending) of a token, cached."""
+    return _token_class(token), token.lower() in PLACE_PREFIXES, len(_strip_possessive(token))
+
+
+def _has_strong_name(text: str, p: _Py) -> bool:
+    """Whether a token of ``text`` is a strong name (a cheap look before reading runs)."""
+    return any(_token_class(token) == _STRONG for token in p.any_token.findall(text))
 
 
 def _joinable(text: str, prev_end: int, start: int, p: _Py) -> bool:
@@ -1022,7 +1086,7 @@ def _check_address(
     The candidate's first word tells which form produced it; forms that put the street
     name before the type word or number ('Gyula utca 76') are searched a little before.
     """
-    n = len(text)
+    hi = _word_end(text, min(len(text), end + ADDRESS_MARGIN_FWD))
     head = text[start:end].split(None, 1)[0].rstrip(".").lower()
     if head[:1].isdigit() or not head[:1].isalnum():
         line_start = text.rfind("\n", 0, start) + 1
@@ -1042,9 +1106,13 @@ def _check_address(
     elif head in ("zip", "postal", "post"):
         forms, lo = [(p.zip_cue, 1)], start
     else:
-        forms = [(p.prefix_street, 0), (p.after_street, 0), (p.fused_street, 0)]
         lo = max(0, start - ADDRESS_MARGIN_BACK)
-    hi = _word_end(text, min(n, end + ADDRESS_MARGIN_FWD))
+        after, fused = _type_words_before_numbers(text, lo, hi, p)
+        forms = [(p.prefix_street, 0)]
+        if after:  # the two slow forms only where their type word stands before a number
+            forms.append((p.after_street, 0))
+        if fused:
+            forms.append((p.fused_street, 0))
     for pattern, group in forms:
         # most candidates start where the address starts: one anchored try before a scan
         first = pattern.match(text, lo, hi)
@@ -1061,6 +1129,39 @@ def _check_address(
 
 _SUFFIX_SET = frozenset(STREET_SUFFIXES)
 _PREFIX_SET = frozenset(STREET_PREFIXES)
+# Python's case-insensitive match also pairs i with İ and ı, and s with ſ; str.lower
+# does not, so those are mapped first (checked over every letter of the word lists).
+_FOLD_FIXES = str.maketrans({"İ": "i", "ı": "i", "ſ": "s"})
+
+
+def _fold(word: str) -> str:
+    """Lower case that equates at least what a case-insensitive ``re`` match equates."""
+    return word.translate(_FOLD_FIXES).lower()
+
+
+_TYPES_AFTER_FOLDED = frozenset(_fold(w) for w in STREET_TYPES_AFTER)
+_FUSED_FOLDED = tuple(_fold(w.rstrip(".")) for w in FUSED_STREET_ENDINGS)
+
+
+def _type_words_before_numbers(text: str, lo: int, hi: int, p: _Py) -> tuple[bool, bool]:
+    """Whether ``text[lo:hi]`` may hold ('Gyula utca 76', 'Auerstrasse 84') street forms.
+
+    Why: the patterns of those two forms try a run of words at every word of a window,
+    which is slow; both need a number right after a street-type word (on its own, or
+    fused to the end of a name), which a scan for numbers and a look at the word before
+    each rules in or out cheaply. A superset of what the patterns match, never less.
+    """
+    after = fused = False
+    for m in p.number_gap.finditer(text, lo, hi):
+        before = text[lo : m.start()].rsplit(None, 1)
+        if not before:
+            continue
+        word = _fold(before[-1].rstrip("."))
+        after = after or word in _TYPES_AFTER_FOLDED
+        fused = fused or word.endswith(_FUSED_FOLDED)
+        if after and fused:
+            break
+    return after, fused
 
 
 def _street_form_ok(
@@ -1209,7 +1310,7 @@ def _resolve(
             return [  # nothing overlaps: nothing to merge or trim
                 Span(entity, a, b)
                 for entity, a, b in ((e, *_tidy(text, s, t)) for e, s, t in ordered)
-                if b > a and any(c.isalnum() for c in text[a:b])
+                if b > a and _ALNUM.search(text, a, b)
             ]
     by_type: dict[str, list[tuple[int, int]]] = {}
     for entity, start, end in candidates:
@@ -1222,7 +1323,7 @@ def _resolve(
         for start, end in _merge(by_type[entity]):
             for a, b in _subtract(start, end, taken):
                 a, b = _tidy(text, a, b)
-                if b > a and any(c.isalnum() for c in text[a:b]):
+                if b > a and _ALNUM.search(text, a, b):
                     new.append((a, b))
         out.extend(Span(entity, a, b) for a, b in new)
         taken = sorted(taken + new)
@@ -1255,6 +1356,7 @@ def _subtract(start: int, end: int, taken: list[tuple[int, int]]) -> Iterator[tu
 
 
 _EDGE_JUNK = " \t\n\r,;:"
+_ALNUM = re.compile(r"[^\W_]")  # a character str.isalnum() accepts: a span needs one
 PLACEHOLDER_BRACKETS = "<>[]{}()_#*"
 _PLACEHOLDER_HINT = DEFAULT_PLACEHOLDER.split("{", 1)[0]
 
@@ -1273,70 +1375,108 @@ def _tidy(text: str, start: int, end: int) -> tuple[int, int]:
 # =======================================================================================
 
 
-def _candidate_frame(texts: pl.Series) -> pl.DataFrame:
-    """One row per text: candidate substrings per kind, strong-name tokens, 'no capitals'.
+def _candidates(texts: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The Rust half of the engine: (texts that may hold PII, their candidates).
 
-    Rows without any candidate are dropped; ``idx`` is the position in ``texts``.
+    The first frame has ``idx`` (position in ``texts``), ``t`` and ``lower`` (no capital
+    letter anywhere) for every text with at least one candidate; the second one row per
+    candidate: ``idx``, ``kind`` (index into _ITEM_KINDS) and ``v`` (the matched text).
+    Each pattern runs only on the texts its gate finds (see _GATED_KINDS): most of a
+    long, PII-free text never meets the costly address and number patterns.
     """
     rx = _rust()
     t = pl.col("t")
-    base = pl.DataFrame({"t": texts.cast(pl.String)}).with_row_index("idx")
-    cands = base.select(
-        "idx",
-        "t",
-        *[t.str.extract_all(rx[k]).alias(k) for k in CANDIDATE_KINDS],
-        (t.str.len_bytes().gt(0) & ~t.str.contains(rx["upper"])).alias("lower"),
+    base = (
+        pl.DataFrame({"t": texts.cast(pl.String)})
+        .with_row_index("idx")
+        .with_columns(t.str.contains(rx[g]).alias(g) for g in _GATES)
+        .with_columns((t.str.len_bytes().gt(0) & ~pl.col("upper")).alias("lower"))
     )
-    names = _strong_name_hits(base, rx["token"])
-    cands = cands.join(names, on="idx", how="left")
-    keep = pl.col("lower") | pl.col("names").is_not_null()
-    for k in CANDIDATE_KINDS:
-        keep = keep | (pl.col(k).list.len() > 0)
-    return cands.filter(keep.fill_null(False))
+    parts = []
+    for gate, kinds in _GATED_KINDS.items():
+        rows = base.filter(gate) if gate else base
+        if rows.height:
+            parts.extend(_extract(rows, rx[k], _slot(k)) for k in kinds)
+    rows = base.filter("upper")
+    if rows.height:
+        parts.append(_strong_name_hits(rows, rx["token"]))
+    long = pl.concat(parts)
+    # texts without capitals always go on: Python looks for names in them itself
+    keep = pl.col("lower") | pl.col("idx").is_in(long["idx"].unique().implode())
+    return base.filter(keep).select("idx", "t", "lower"), long
 
 
-def _strong_name_hits(base: pl.DataFrame, token_rx: str) -> pl.DataFrame:
-    """Per text, the capitalised tokens that are listed strong names.
+def _extract(rows: pl.DataFrame, pattern: str, kind: int) -> pl.DataFrame:
+    """Every match of ``pattern`` in ``rows``: one row (idx, kind, v) per match."""
+    return (
+        rows.select(
+            "idx",
+            pl.lit(kind, dtype=pl.UInt8).alias("kind"),
+            pl.col("t").str.extract_all(pattern).alias("v"),
+        )
+        .explode("v")
+        .drop_nulls("v")
+    )
 
-    A Rust-side hash join for columns; for a handful of texts a Python set lookup, since
-    hashing the name list into polars costs more than the texts themselves.
+
+def _strong_name_hits(rows: pl.DataFrame, token_rx: str) -> pl.DataFrame:
+    """The tokens of ``rows`` that are listed strong names, as (idx, kind, v) rows.
+
+    Each distinct token is looked up once, in Python: a batch repeats its names, and the
+    set lookup is cheaper than hashing the name list into polars for every batch.
     """
     tokens = (
-        base.select("idx", pl.col("t").str.extract_all(token_rx).alias("tok"))
-        .explode("tok")
-        .drop_nulls("tok")
-        .with_columns(pl.col("tok").str.split("-"))
-        .explode("tok")
+        rows.select("idx", pl.col("t").str.extract_all(token_rx).alias("v"))
+        .explode("v")
+        .drop_nulls("v")
+        .with_columns(pl.col("v").str.split("-"))
+        .explode("v")
     )
-    if base.height <= SMALL_BATCH_ROWS:
-        keys = _strong_name_keys()
-        hits = tokens.filter(
-            pl.Series([t.lower() in keys for t in tokens["tok"].to_list()], dtype=pl.Boolean)
-        )
-    else:
-        hits = tokens.filter(pl.col("tok").str.to_lowercase().is_in(_strong_name_series()))
-    return hits.group_by("idx").agg(pl.col("tok").unique().alias("names"))
+    strong = [v for v in tokens["v"].unique().to_list() if _strong_key(v.lower())]
+    hits = tokens.filter(pl.col("v").is_in(pl.Series(strong, dtype=pl.String).implode()))
+    return hits.unique(maintain_order=True).select(
+        "idx", pl.lit(_slot("names"), dtype=pl.UInt8).alias("kind"), "v"
+    )
+
+
+POSSESSIVE_TAILS = ("'s", "’s", "'", "’")
+"""Endings a Rust token may carry after a name, in the order they can follow each other."""
+
+
+def _strong_key(word: str, tails: int = len(POSSESSIVE_TAILS)) -> bool:
+    """``word`` (lower case) is a strong name followed by possessive endings, or none.
+
+    The endings are the first ``tails`` of POSSESSIVE_TAILS, each at most once and in
+    that order; the last one is peeled off first.
+    """
+    if word in _strong_name_forms():
+        return True
+    return any(
+        word.endswith(tail) and _strong_key(word[: -len(tail)], j)
+        for j, tail in enumerate(POSSESSIVE_TAILS[:tails])
+    )
 
 
 @functools.cache
-def _strong_name_keys() -> frozenset[str]:
-    """Lower-cased strong names, also with possessive endings (the Rust tokens keep them)."""
+def _strong_name_forms() -> frozenset[str]:
+    """Strong names as written, with ’ for ' as well (O’Brien)."""
     names = lexicon().strong_names
-    keys = set(names) | {n.replace("'", "’") for n in names if "'" in n}
-    for tail in ("'s", "’s", "'", "’"):
-        keys.update([k + tail for k in keys])
-    return frozenset(keys)
+    return names | {n.replace("'", "’") for n in names if "'" in n}
 
 
-@functools.cache
-def _strong_name_series() -> pl.Series:
-    return pl.Series(sorted(_strong_name_keys()), dtype=pl.String).implode()
+def _slot(kind: str) -> int:
+    """Where candidates of a pattern go in an Item ('cue_lower' shares the 'cue' slot)."""
+    return _ITEM_KINDS.index(kind.removesuffix("_lower"))
 
 
 _ITEM_KINDS = (*CANDIDATE_KINDS, "names")
 
 Item = tuple[int, str, bool, tuple[list[str] | None, ...]]
-"""(row index, text, has no capitals, candidates per kind in _ITEM_KINDS order)."""
+"""(row index, text, has no capitals, candidates per kind in _ITEM_KINDS order).
+
+For a text without capitals, ``cue`` holds cue phrases found without the capital a name
+would start with, and ``names`` stays empty.
+"""
 
 
 @contextlib.contextmanager
@@ -1352,28 +1492,53 @@ def _no_gc() -> Iterator[None]:
 
 
 def candidate_items(texts: pl.Series) -> list[Item]:
-    """The Rust half of the engine: the rows of ``texts`` that may hold PII, with candidates.
+    """The texts of ``texts`` that may hold PII, with their candidates, as Python objects.
 
     Why the long form: turning mostly-empty list columns into Python objects row by row
-    costs more than the detection itself; exploding the non-empty ones is cheap.
+    costs more than the detection itself; the candidates alone are few.
     """
     if texts.len() == 0:
         return []
-    frame = _candidate_frame(texts)
-    long = pl.concat(
-        [
-            frame.select("idx", pl.lit(k, dtype=pl.UInt8).alias("kind"), pl.col(kind).alias("v"))
-            .filter(pl.col("v").list.len() > 0)
-            .explode("v")
-            for k, kind in enumerate(_ITEM_KINDS)
-        ]
-    )
-    cands: dict[int, list[list[str] | None]] = {}
+    if texts.len() <= FEW_TEXTS:
+        return _few_items(texts)
+    frame, long = _candidates(texts)
     with _no_gc():
-        return _assemble(frame, long, cands)
+        return _assemble(frame, long)
 
 
-def _assemble(frame: pl.DataFrame, long: pl.DataFrame, cands: dict) -> list[Item]:
+def _few_items(texts: pl.Series) -> list[Item]:
+    """:func:`candidate_items` for a handful of texts: every pattern in one polars call.
+
+    Why: a polars call costs ~0.1 ms whatever its size and the gated path makes dozens;
+    for a few texts (``scrub_text`` has one) running every pattern on every text is
+    cheaper. Same candidates: a gate only skips texts its patterns cannot match.
+    """
+    rx = _rust()
+    t = pl.col("t")
+    lower = t.str.len_bytes().gt(0) & ~t.str.contains(rx["upper"])
+    frame = pl.DataFrame({"t": texts.cast(pl.String)}).select(
+        t,
+        lower.alias("lower"),
+        *[t.str.extract_all(rx[k]).alias(k) for k in CANDIDATE_KINDS if k != "cue"],
+        pl.when(lower)
+        .then(t.str.extract_all(rx["cue_lower"]))
+        .otherwise(t.str.extract_all(rx["cue"]))
+        .alias("cue"),
+        # the parts of every token (a hyphenated name is looked up part by part)
+        t.str.extract_all(rx["token"]).list.join("-").str.split("-").alias("names"),
+    )
+    items: list[Item] = []
+    for i, row in enumerate(frame.iter_rows(named=True)):
+        tokens = row["names"] or ()
+        row["names"] = list(dict.fromkeys(v for v in tokens if v and _strong_key(v.lower())))
+        cands = tuple(row[k] or None for k in _ITEM_KINDS)
+        if row["lower"] or any(cands):
+            items.append((i, row["t"], bool(row["lower"]), cands))
+    return items
+
+
+def _assemble(frame: pl.DataFrame, long: pl.DataFrame) -> list[Item]:
+    cands: dict[int, list[list[str] | None]] = {}
     for i, k, v in zip(*(long[c].to_list() for c in ("idx", "kind", "v")), strict=True):
         row = cands.get(i)
         if row is None:
@@ -1421,10 +1586,12 @@ def detect_item(item: Item, placeholder_format: str = DEFAULT_PLACEHOLDER) -> li
     if addr_cue:
         for start, _ in _locate(text, addr_cue):
             found.extend(_check_address_cue(text, start, lower, p))
-    if lower:  # no capitals anywhere: the Rust prefilter, which wants capitals, is blind
-        for m in p.person_cue.finditer(text):
-            found.extend(_names_after(text, m.end(), p))
-        found.extend(_names_in(text, 0, len(text), True, p))
+    if lower:  # no capitals anywhere: look at the whole text, not around capitals
+        if cue:  # no Python cue starts before the first Rust one: scan from there
+            for m in p.person_cue.finditer(text, text.find(cue[0])):
+                found.extend(_names_after(text, m.end(), p))
+        if _has_strong_name(text, p):  # a run is a name only with a strong name in it
+            found.extend(_names_in(text, 0, len(text), True, p))
     else:
         if cue:
             for start, _ in _locate(text, cue):
@@ -1642,7 +1809,7 @@ def _warm_up() -> None:
     """
     lexicon()
     _py()
-    _strong_name_series()
+    _strong_name_forms()
     gc.freeze()
 
 

@@ -167,3 +167,30 @@ def test_validate_event_never_echoes_values():
     secret = "4111 1111 1111 1111"
     reason, detail = ingest.validate_event({**interaction("i1"), "turn": secret}, 100)
     assert reason == RejectReason.WRONG_TYPE and secret not in detail
+
+
+class _Text(str):
+    """A str subclass: takes the slow path of the field checks, with the same verdicts."""
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("tenant_id", " \t ", RejectReason.INVALID_VALUE),
+        ("tenant_id", "", RejectReason.INVALID_VALUE),
+        ("tenant_id", 7, RejectReason.WRONG_TYPE),
+        ("tenant_id", None, RejectReason.MISSING_FIELD),
+        ("tenant_id", _Text("acme"), None),
+        ("prompt", "\u2003", RejectReason.INVALID_VALUE),  # an em space is white space too
+    ],
+)
+def test_field_checks_fast_path_and_exact_path_agree(field, value, reason):
+    event = {**interaction("i1"), field: value}
+    found = ingest.validate_event(event, 100)
+    assert (found[0] if found else None) == reason
+
+
+def test_timestamp_is_parsed_once_with_the_same_value():
+    event = interaction("i1")
+    bad, ts = ingest._validate(event, 100)
+    assert bad is None and ts == ingest.parse_ts(event["ts"])

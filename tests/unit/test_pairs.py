@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 from pipelines import pairs
 from pipelines.config import Params
 from pipelines.layout import Layout
-from pipelines.schemas import PAIR_SCHEMA, RECORD_SCHEMA
+from pipelines.schemas import MESSAGE, PAIR_SCHEMA, RECORD_SCHEMA
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 T0 = datetime(2026, 11, 10, 9, tzinfo=UTC)
@@ -165,6 +167,28 @@ def test_minhash_estimates_jaccard():
     est = (sig[0] == sig[2]).mean()
     assert 0.2 < est < 0.5  # true Jaccard of the 3-shingle sets is 98/302 ~ 0.32
     assert sig.dtype == np.uint64
+
+
+def test_minhash_signatures_do_not_depend_on_the_chunk_size(monkeypatch):
+    texts = pl.Series(["", None, "one", "two words", "three words here", "Ünïcode <PERSON> text, again!",
+                       " ".join(f"w{i}" for i in range(50))] * 3, dtype=pl.String)
+    whole = pairs.minhash_signatures(texts, seed=5, k=8)
+    monkeypatch.setattr(pairs, "MINHASH_CHUNK_TEXTS", 2)
+    assert np.array_equal(pairs.minhash_signatures(texts, seed=5, k=8), whole)
+    assert (whole[2] == whole[9]).all() and not (whole[2] == whole[3]).all()
+
+
+def test_pair_ids_hash_the_json_text_of_the_prompt():
+    prompts = [[], [{"role": "user", "content": 'Quote " and \\ and\nnew line \x01 é 😀'}],
+               [{"role": "system", "content": None}, {"role": "user", "content": ""}]]
+    df = pl.DataFrame({"tenant_id": ["a", "b", "c"], "prompt": prompts, "chosen": ["x", "y", "z"],
+                       "rejected": ["r", "s", "t"]}, schema_overrides={"prompt": pl.List(MESSAGE)})
+    expected = [
+        hashlib.blake2b("\x1f".join((t, json.dumps(m, ensure_ascii=False, sort_keys=True), c, r)).encode(),
+                        digest_size=12).hexdigest()
+        for t, m, c, r in zip(df["tenant_id"], prompts, df["chosen"], df["rejected"], strict=True)
+    ]
+    assert pairs.pair_ids(df).to_list() == expected
 
 
 def test_training_pairs_that_leak_into_held_out_sets_are_removed():
