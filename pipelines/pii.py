@@ -521,7 +521,10 @@ def _py() -> _Py:
         ssn_plain=re.compile(r"(?<![\w-])\d{9}(?![\w-])"),
         ssn_cue=re.compile(rf"(?i:\b(?:{SSN_CUES})\b)"),
         phone=re.compile(
-            r"(?<![\w+/.$€£¥-])"
+            # not inside a word, number, path or amount; but an opening bracket starts a
+            # value whatever stands before it: glued to a name, e-mail or other number
+            # ('Sarah(415) 555-0134'), or to the placeholder a second pass sees there
+            r"(?:(?<![\w+/.$€£¥-])|(?=\())"
             r"(?P<cc>(?:\+|\b00)\d{1,3}(?:[ .-]|(?=\())?)?"
             r"(?P<core>(?:\(\d{1,5}\)[ .-]?)?\d{1,10}(?:(?:[ .-]|[ ]-[ ])\d{1,10}){0,6})"
             r"(?P<ext>[ ]?(?i:x|ext\.?|extension)[ ]?\d{1,6})?"
@@ -1114,10 +1117,14 @@ def _check_address(
         if fused:
             forms.append((p.fused_street, 0))
     for pattern, group in forms:
-        # most candidates start where the address starts: one anchored try before a scan
+        # most candidates start where the address starts: one anchored try before a scan;
+        # the scan then goes on after it, as a candidate may hold a second address
+        # ('12 Main St to 40 Oak Ave')
         first = pattern.match(text, lo, hi)
         if first is not None and _street_form_ok(pattern, first, lowercase_mode, p):
-            matches: Iterator[re.Match[str]] | list[re.Match[str]] = [first]
+            matches: Iterator[re.Match[str]] = itertools.chain(
+                (first,), pattern.finditer(text, first.end(), hi)
+            )
         else:
             matches = pattern.finditer(text, lo, hi)
         for m in matches:

@@ -218,14 +218,6 @@ def test_scrubbing_never_breaks_a_placeholder(text, fmt):
     assert not broken, f"placeholders lost: {broken}: {text!r} -> {once!r}"
 
 
-KNOWN_PII_MISSES = "pii bug, reported: a value right after another entity is missed on the first pass"
-"""Found by this fuzzer; pipelines/pii.py is not changed here. Two shapes: a value glued to the
-entity before it ('jane@example.com(415) 555-0134': the phone is found only once the e-mail is
-a placeholder) and a street address right after another ('from 12 Main St to 40 Oak Ave').
-strict: when pii is fixed these tests fail as XPASS, and the markers come off."""
-
-
-@pytest.mark.xfail(strict=True, reason=KNOWN_PII_MISSES)
 @FUZZ
 @given(SCRUB_TEXT, st.sampled_from(PLACEHOLDER_FORMATS))
 def test_scrubbing_is_idempotent(text, fmt):
@@ -233,7 +225,6 @@ def test_scrubbing_is_idempotent(text, fmt):
     assert pii.scrub_text(once, placeholder_format=fmt)[0] == once
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_PII_MISSES)
 @pytest.mark.parametrize(("text", "fragment"), [
     ("I moved from 12 Main St to 40 Oak Ave.", "Oak Ave"),
     ("Addresses: 12 Main St; 40 Oak Ave", "Oak Ave"),

@@ -173,6 +173,29 @@ def test_spans_are_sorted_and_disjoint():
     assert Span("EMAIL", 6, 28) in spans  # the name inside the address is part of it
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a second address in the same Rust candidate as the first
+        (
+            "I moved from 12 Main St to 40 Oak Ave.",
+            "I moved from <STREET_ADDRESS> to <STREET_ADDRESS>",
+        ),
+        ("Addresses: 12 Main St; 40 Oak Ave", "Addresses: <STREET_ADDRESS>; <STREET_ADDRESS>"),
+        ("Ship to 221B Baker Street, 12 Main St", "Ship to <STREET_ADDRESS>"),
+        # a bracketed area code glued to the entity (or word) before it
+        ("jane.doe@example.com(415) 555-0134", "<EMAIL><PHONE>"),
+        ("Contact jane@example.com/(415) 555-0134", "Contact <EMAIL>/<PHONE>"),
+        ("Call Sarah(415) 555-0134", "Call <PERSON><PHONE>"),
+        ("(415) 555-0134(415) 555-0134", "<PHONE><PHONE>"),
+    ],
+)
+def test_a_value_right_after_another_entity_is_found_on_the_first_pass(text, expected):
+    once = masked(text)
+    assert once == expected
+    assert masked(once) == once
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=200))
 def test_scrubbing_never_crashes_and_is_idempotent(text):
