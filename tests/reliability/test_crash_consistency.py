@@ -27,8 +27,9 @@ stage (the hook kills the whole process group, as Airflow stops a task); for eve
 reference outputs, and ``dvc status`` must then be clean, for the stage and, at the end,
 for the whole data graph.
 
-gate and promote are not covered: they need an evaluated candidate and the MLflow
-registry. Training's own kill-and-resume test is tests/integration/test_resume.py.
+evaluate, gate and promote are crashed in test_crash_model_stages.py (they need a trained
+candidate and the MLflow registry); training's kill-and-resume test is
+tests/integration/test_resume.py.
 """
 
 from __future__ import annotations
