@@ -34,9 +34,10 @@ from typing import Any
 import polars as pl
 
 FAULT_ENV = "PREFPIPE_FAULT"
-FAULT_POINTS = ("open", "written", "renamed")
+FAULT_POINTS = ("open", "written", "aside", "renamed")
 """Where an atomic write can be crashed: temp created (empty), temp complete and fsynced
-but not renamed, new file renamed into place (directory entry not yet synced)."""
+but not renamed, (folders only) the old version renamed aside but the new one not yet in
+place, new file renamed into place (directory entry not yet synced)."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,63 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _restore_aside(dest: Path) -> Path | None:
+    """Put back the old version a folder writer killed between its two renames left aside.
+
+    Why: :func:`atomic_dir` renames the old folder away before renaming the new one in;
+    a SIGKILL between the two leaves no ``dest`` at all, only ``.NAME.PID.XXXXXXXX.old``.
+    Until the next write restores it, readers see the output as absent, never partial.
+    """
+    if dest.exists() or not dest.parent.is_dir():
+        return None
+    pattern = re.compile(rf"\.{re.escape(dest.name)}\.(\d+)\.[a-z0-9_]{{8}}\.old")
+    for path in sorted(dest.parent.iterdir()):
+        match = pattern.fullmatch(path.name)
+        if match and not _pid_alive(int(match.group(1))):
+            os.replace(path, dest)
+            return dest
+    return None
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success swap it in place of ``dest``.
+
+    Why: a model folder has many files, and a reader (or DVC) must never see half of
+    them. The old folder is renamed aside first and removed only after the new one is in
+    place; a writer killed in between is repaired by the next write (the old version is
+    put back, then the dead writer's temporaries are swept). On an exception ``dest``
+    keeps its old content.
+    """
+    dest = Path(dest)
+    _restore_aside(dest)
+    tmp = make_scratch_dir(dest.parent, dest.name)  # sweeps dead writers' temporaries first
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; outputs are ordinary folders
+    try:
+        _maybe_crash("open", dest)
+        yield tmp
+        _maybe_crash("written", dest)
+        old = None
+        if dest.exists():
+            old = tmp.with_name(tmp.name + ".old")
+            os.replace(dest, old)
+            try:
+                _maybe_crash("aside", dest)
+                os.replace(tmp, dest)
+            except BaseException:
+                os.replace(old, dest)
+                raise
+        else:
+            os.replace(tmp, dest)
+        _maybe_crash("renamed", dest)
+        _fsync_dir(dest.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _umask() -> int:

@@ -21,22 +21,19 @@ Heavy libraries (torch, transformers, tokenizers, peft) are imported inside func
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.io import write_json_atomic
+from pipelines.io import atomic_dir, write_json_atomic
 
 if TYPE_CHECKING:
     import numpy as np
@@ -149,31 +146,6 @@ def apply_runtime(params: Params) -> None:
 
 
 # --------------------------------------------------------------------------- files
-
-
-@contextlib.contextmanager
-def atomic_dir(dest: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success swap it in place of ``dest``.
-
-    Why: a model folder has many files, and a reader (or DVC) must never see half of
-    them. The old folder is renamed away first and removed only after the new one is in
-    place, so a crash leaves either the old or the new folder complete.
-    """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
-        yield tmp
-        old = None
-        if dest.exists():
-            old = dest.parent / f".{dest.name}.old-{os.getpid()}-{time.monotonic_ns()}"
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def folder_fingerprint(folder: Path, exclude: frozenset[str] = frozenset()) -> str:

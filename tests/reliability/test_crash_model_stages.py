@@ -15,6 +15,9 @@ it SIGKILL itself at a named point of an atomic write:
 - promote again after ``metrics/promote.json`` is renamed (everything done): the rerun
   changes nothing.
 
+- base_model, between the two renames of its folder swap (old version aside, new one
+  not yet in place): the folder is absent, never partial, and the rerun repairs it.
+
 After every kill the rerun must succeed, and no temporary file may be left among the
 outputs.
 """
@@ -114,3 +117,15 @@ def test_killed_evaluate_gate_promote_leave_whole_outputs_and_recover(trained):
     assert registry(root, params) == (["1"], "1" if passed else None)
 
     assert temporaries(root) == []
+
+
+def test_a_base_model_killed_mid_swap_is_absent_never_partial_and_the_rerun_repairs_it(trained):
+    """The one crash window of a folder output: old version renamed aside, new one not yet in place."""
+    root, _ = trained
+    base = root / "data" / "models" / "base"
+    assert (base / "config.json").exists()
+    assert stage(root, "base_model", "aside:base") == KILLED
+    assert not base.exists()  # absent, not half a model; the old one waits aside
+    assert stage(root, "base_model") == 0
+    assert (base / "config.json").exists() and (base / "tokenizer.json").exists()
+    assert [p.name for p in base.parent.iterdir() if p.name.startswith(".")] == []

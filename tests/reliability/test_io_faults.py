@@ -83,3 +83,41 @@ def test_scratch_folders_of_dead_runs_are_removed(tmp_path):
     fresh = make_scratch_dir(tmp_path, "ingest")
     assert not stale.exists() and fresh.is_dir() and fresh.parent == tmp_path
 
+
+
+WRITE_DIR_TWICE = """
+import sys
+from pathlib import Path
+from pipelines.io import atomic_dir
+for n in (1, 2):
+    with atomic_dir(sys.argv[1]) as tmp:
+        (Path(tmp) / "a.txt").write_text(str(n))
+        (Path(tmp) / "b.txt").write_text(str(n))
+"""
+
+
+@pytest.mark.parametrize(("spec", "visible"), [
+    ("written:model:2", "1"),  # the new folder complete, not swapped in: the old one stays
+    ("aside:model:1", "1"),  # the old folder renamed aside, the new one not in place: absent until repaired
+    ("renamed:model:2", "2"),  # the new folder in place, the old one not yet removed
+])
+def test_a_killed_folder_swap_is_repaired_by_the_next_write(tmp_path, spec, visible):
+    from pipelines.io import atomic_dir
+
+    dest = tmp_path / "model"
+    if spec.startswith("aside"):  # the first write must find an old folder to set aside
+        with atomic_dir(dest) as tmp:
+            for name in ("a.txt", "b.txt"):
+                (tmp / name).write_text("1")
+    proc = subprocess.run([sys.executable, "-c", WRITE_DIR_TWICE, str(dest)], cwd=ROOT,
+                          env=project_env({FAULT_ENV: spec}), capture_output=True)
+    assert proc.returncode == -signal.SIGKILL
+    if spec.startswith("aside"):
+        assert not dest.exists()  # never a partial folder: absent, and the old one kept aside
+    else:
+        assert {p.read_text() for p in dest.iterdir()} == {visible}  # whole: both files one version
+    with atomic_dir(dest) as tmp:  # the next write puts the old version back and sweeps the rest
+        assert tmp.parent == tmp_path and dest.is_dir()
+        (tmp / "a.txt").write_text("3")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    assert [p.name for p in dest.iterdir()] == ["a.txt"]
