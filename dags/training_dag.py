@@ -173,7 +173,7 @@ def prefpipe_training() -> None:
 
     # exactly dvc.yaml's dependencies (a dep of B inside an out of A); the integrity test holds them together
     ingest >> [scrub, validate]
-    scrub >> [validate, pairs]
+    scrub >> [validate, pairs, promote]  # promote tags the version with the scrubbed records it came from
     validate >> pairs
     pairs >> [validate_pairs, base_model, train, evaluate]
     validate_pairs >> base_model
