@@ -196,7 +196,7 @@ def test_a_value_right_after_another_entity_is_found_on_the_first_pass(text, exp
     assert masked(once) == once
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=200))
 def test_scrubbing_never_crashes_and_is_idempotent(text):
     once = masked(text)
@@ -210,7 +210,7 @@ PII_ALPHABET = st.sampled_from(
 )  # fmt: skip
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(PII_ALPHABET, max_size=14).map("".join))
 def test_idempotent_on_pii_like_text(text):
     once = masked(text)
