@@ -13,7 +13,6 @@ started here is stopped, process group and all, and the test checks that none is
 from __future__ import annotations
 
 import json
-import secrets
 import time
 import urllib.error
 import urllib.request
@@ -25,16 +24,17 @@ import yaml
 
 from pipelines import orchestration as orch
 from tests.integration.airflow_fixtures import (
-    AIRFLOW_BIN,
     PG_BIN,
     Postgres,
     Services,
     airflow,
     airflow_env,
     airflow_project,
+    api_server_settings,
     free_port,
     shared_available,
     slack_recorder,
+    start_airflow,
     tail,
     wait_http,
 )
@@ -78,21 +78,14 @@ def test_trigger_through_the_rest_api_and_alert_through_a_connection(tmp_path_fa
     project = airflow_project(tmp_path_factory.getbasetemp())
     home = tmp_path_factory.mktemp("services-home")
     port = free_port()
-    password = secrets.token_urlsafe(12)
-    (home / "passwords.json").write_text(json.dumps({"admin": password}))
+    api_settings, password = api_server_settings(home, port)
     services = Services(home / "service-logs")
     with Postgres() as pg, slack_recorder() as slack:
         conn = {"conn_type": "slackwebhook", "password": slack.url("/hook/ok")}
         env = airflow_env(home, project, home / "runs", {
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg.url,
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+            **api_settings,
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # only the run triggered here, not last Monday's
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
@@ -103,10 +96,7 @@ def test_trigger_through_the_rest_api_and_alert_through_a_connection(tmp_path_fa
         airflow(["db", "migrate"], env, timeout=300)
         print(f"\ndb migrate on PostgreSQL: {time.perf_counter() - t0:.0f}s")
         try:
-            services.start("api-server", [str(AIRFLOW_BIN), "api-server", "--host", "127.0.0.1", "--port", str(port)],
-                           env, home)
-            services.start("scheduler", [str(AIRFLOW_BIN), "scheduler"], env, home)
-            services.start("dag-processor", [str(AIRFLOW_BIN), "dag-processor"], env, home)
+            start_airflow(services, env, home, port)
             wait_http(f"http://127.0.0.1:{port}/api/v2/monitor/health", 180, services)
             api = Api(f"http://127.0.0.1:{port}")
             api.login("admin", password)
