@@ -84,14 +84,35 @@ def _maybe_crash(point: str, dest: Path) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
-    """True unless no process has this pid (an unreaped zombie, or a reused pid, counts as alive)."""
+    """True unless no live process has this pid (a reused pid counts as alive).
+
+    A zombie is dead: it has exited, so it can never rename its temp.
+    Why it matters: a stage SIGKILLed together with its parent (DVC, an Airflow task
+    runner) is reparented to PID 1, and a container's PID 1 may reap it late or never.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's live process
         return True
-    return True
+    return not _exited(pid)
+
+
+def _exited(pid: int) -> bool:
+    """The main thread of ``pid`` has exited (Linux /proc; False where that cannot be read).
+
+    Why the main thread is enough: a killed process's other threads may take a moment
+    more to tear down, and a Python process never outlives its main thread (the
+    interpreter waits for its other threads before that thread ends).
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        state = stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3]  # the field after "(comm) "
+    except (OSError, ValueError):
+        return False
+    return state in (b"Z", b"X")
 
 
 def sweep_stale(folder: Path, name: str) -> list[Path]:

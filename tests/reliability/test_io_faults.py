@@ -11,12 +11,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from pipelines.io import (
     FAULT_ENV,
     Fault,
+    _exited,
     make_scratch_dir,
     parse_fault,
     read_json,
@@ -74,6 +77,24 @@ def test_sweep_removes_only_temporaries_of_dead_writers(tmp_path):
         path.write_text("x")
     assert sorted(sweep_stale(tmp_path, "out.json")) == sorted(doomed)
     assert all(p.exists() for p in kept) and not any(p.exists() for p in doomed)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_a_zombie_writer_counts_as_dead(tmp_path):
+    """A killed writer nobody has reaped yet (PID 1 in a container may never) cannot rename its temp."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while not _exited(child.pid) and time.monotonic() < deadline:  # exited, not reaped: a zombie
+        time.sleep(0.05)
+    try:
+        temp = tmp_path / f".out.json.{child.pid}.abcdefgh.tmp"
+        temp.write_text("x")
+        live = tmp_path / f".out.json.{os.getpid()}.abcdefgh.tmp"
+        live.write_text("x")
+        assert sweep_stale(tmp_path, "out.json") == [temp]
+        assert live.exists()
+    finally:
+        child.wait()
 
 
 def test_scratch_folders_of_dead_runs_are_removed(tmp_path):
