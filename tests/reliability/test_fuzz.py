@@ -218,11 +218,21 @@ def test_scrubbing_never_breaks_a_placeholder(text, fmt):
     assert not broken, f"placeholders lost: {broken}: {text!r} -> {once!r}"
 
 
-@FUZZ
+IDEMPOTENT_EXAMPLES = 400
+"""More than the other fuzz tests: glued values (``x@y.com192.168.0.1``) once failed ~2% of
+these texts; the rescan brought it to 3 in 8,000 (RELIABILITY.md), and 400 take ~8 s."""
+
+
+@settings(FUZZ, max_examples=IDEMPOTENT_EXAMPLES)
 @given(SCRUB_TEXT, st.sampled_from(PLACEHOLDER_FORMATS))
 def test_scrubbing_is_idempotent(text, fmt):
+    row = tally("Fuzzed text: scrubbing twice = once", f"pytest {NODE} -k idempotent", "texts")
+    row.runs += 1
+    row.inputs += 1
     once, _ = pii.scrub_text(text, placeholder_format=fmt)
-    assert pii.scrub_text(once, placeholder_format=fmt)[0] == once
+    twice = pii.scrub_text(once, placeholder_format=fmt)[0]
+    row.leaks += twice != once  # the second pass found PII the first one left
+    assert twice == once
 
 
 @pytest.mark.parametrize(("text", "fragment"), [
