@@ -13,8 +13,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+needs_shared = pytest.mark.skipif(
+    not SHARED.exists(), reason="../shared not present (the pairs stage reads the public sets there)"
+)
+"""The one skip marker for tests that need the public data sets beside the checkout."""
 VENV_BIN = Path(sys.executable).parent
 KNOWN_INPUTS = [SHARED / "data", *sorted((ROOT / "pipelines").glob("*.py"))]
 """Inputs whose text is not user data: the public sets the pipeline reads, and our own

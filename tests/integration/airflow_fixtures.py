@@ -43,7 +43,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.project import ROOT, SHARED, VENV_BIN, copy_project, project_env, run
+from tests.project import ROOT, VENV_BIN, copy_project, project_env, run
 
 AIRFLOW_BIN = VENV_BIN / "airflow"
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
@@ -536,11 +536,6 @@ class Postgres:
             kill_group(self.proc, grace=10)
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
-
-
-def shared_available() -> bool:
-    """The public data sets the pairs stage reads (``../shared``) are present."""
-    return SHARED.exists()
 
 
 @contextlib.contextmanager

@@ -22,13 +22,13 @@ from tests.integration.airflow_fixtures import (
     airflow_env,
     airflow_project,
     run_dag_tests,
-    shared_available,
     slack_recorder,
     task_logs,
 )
+from tests.project import needs_shared
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow,
-              pytest.mark.skipif(not shared_available(), reason="../shared not present")]
+              needs_shared]
 
 TRAINING, DRIFT = orch.TRAINING_DAG_ID, orch.DRIFT_DAG_ID
 

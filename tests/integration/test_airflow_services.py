@@ -32,17 +32,17 @@ from tests.integration.airflow_fixtures import (
     airflow_project,
     api_server_settings,
     free_port,
-    shared_available,
     slack_recorder,
     start_airflow,
     tail,
     wait_http,
 )
+from tests.project import needs_shared
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
-    pytest.mark.skipif(not shared_available(), reason="../shared not present"),
+    needs_shared,
     pytest.mark.skipif(PG_BIN is None, reason="PostgreSQL server binaries not installed"),
 ]
 

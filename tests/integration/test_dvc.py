@@ -8,9 +8,9 @@ import polars as pl
 import pytest
 
 from pipelines.audit import load_canaries, scan, without_public
-from tests.project import KNOWN_INPUTS, SHARED, VENV_BIN, copy_project, run
+from tests.project import KNOWN_INPUTS, VENV_BIN, copy_project, needs_shared, run
 
-pytestmark = [pytest.mark.integration, pytest.mark.skipif(not SHARED.exists(), reason="../shared not present")]
+pytestmark = [pytest.mark.integration, needs_shared]
 
 DATA_STAGES = ["ingest", "scrub", "validate", "pairs", "validate_pairs"]
 

@@ -20,15 +20,14 @@ import pytest
 import yaml
 
 from pipelines import orchestration as orch
-from tests.integration.airflow_fixtures import shared_available
 from tests.integration.service_fixtures import MotoS3
-from tests.project import SHARED, copy_project, project_env, run
+from tests.project import SHARED, copy_project, needs_shared, project_env, run
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
     pytest.mark.timeout(600),
-    pytest.mark.skipif(not shared_available(), reason="../shared not present (the pairs stage reads it)"),
+    needs_shared,
 ]
 
 STAGES = ["ingest", "scrub", "validate", "pairs", "validate_pairs"]

@@ -24,11 +24,11 @@ from tests.integration.airflow_fixtures import (
     airflow_env,
     airflow_project,
     run_dag_tests,
-    shared_available,
     slack_recorder,
 )
+from tests.project import needs_shared
 
-pytestmark = [pytest.mark.integration, pytest.mark.skipif(not shared_available(), reason="../shared not present")]
+pytestmark = [pytest.mark.integration, needs_shared]
 
 TRAINING = orch.TRAINING_DAG_ID
 HANG_S = 20.0

@@ -23,12 +23,11 @@ from pathlib import Path
 
 import orjson
 import polars as pl
-import pytest
 
 from pipelines.layout import Layout
-from tests.project import SHARED, VENV_BIN, copy_project, project_env
+from tests.project import VENV_BIN, copy_project, needs_shared, project_env
 
-needs_shared = pytest.mark.skipif(not SHARED.exists(), reason="../shared not present (the pairs stage reads it)")
+__all__ = ["needs_shared"]  # re-exported: the battery's modules import it from here
 
 DATA_STAGES = ("ingest", "scrub", "validate", "pairs", "validate_pairs")
 """The data stages of dvc.yaml, in pipeline order."""
