@@ -23,7 +23,7 @@ import typer
 from pipelines.config import ConfigError, load_params, parse_override
 from pipelines.layout import Layout
 from pipelines.stages import STAGE_HELP, STAGES, resolve
-from pipelines.tracking import TrackingUnavailable
+from pipelines.tracking import TrackingUnavailable, lost_server, tracking_uri
 
 QUIET_LOGGERS = ("great_expectations", "httpx", "urllib3", "filelock")
 """Libraries whose INFO lines drown the stage's own progress output."""
@@ -61,6 +61,12 @@ def _run(stage: str, params_path: Path, overrides: list[str] | None, root: Path)
         metrics = resolve(stage)(params, Layout(root))
     except TrackingUnavailable as err:  # a service is down: one line, and 3 (retry later, nothing to fix here)
         typer.echo(f"{stage}: {err}", err=True)
+        raise typer.Exit(3) from None
+    except Exception as err:  # the server lost mid-stage is the same case; anything else keeps its traceback
+        lost = lost_server(err, tracking_uri(Layout(root)))
+        if lost is None:
+            raise
+        typer.echo(f"{stage}: {lost}", err=True)
         raise typer.Exit(3) from None
     typer.echo(json.dumps(metrics, indent=2, sort_keys=True, default=str))
 

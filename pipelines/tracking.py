@@ -142,6 +142,38 @@ def preflight(uri: str, env: Mapping[str, str] | None = None) -> None:
         raise TrackingUnavailable(unavailable_message(uri, f"HTTP {resp.status_code} on {HEALTH_ENDPOINT}", tries))
 
 
+_LOST_HINTS = ("failed with exception", "timed out", "max retries exceeded", "connection aborted")
+
+
+def lost_server(err: BaseException, uri: str) -> TrackingUnavailable | None:
+    """The error a stage raised, as one line, when it means the server at ``uri`` stopped answering.
+
+    Why: :func:`preflight` covers a server that is down when a stage starts; one lost
+    *during* a stage surfaces, after MLflow's own retries, as an ``MlflowException``
+    ("API request to ... failed with exception ...") somewhere in the stage. None for
+    every other error (those keep their traceback) and for a local store.
+    """
+    if not is_server_uri(uri):
+        return None
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        text = str(cur)
+        transport = isinstance(cur, requests.exceptions.ConnectionError | requests.exceptions.Timeout)
+        if transport or (isinstance(cur, MlflowException) and any(h in text.lower() for h in _LOST_HINTS)):
+            return TrackingUnavailable(
+                f"MLflow tracking server {uri} stopped answering during the stage ({short_reason(text)}) "
+                f"after MLflow's own retries ({ENV_MAX_RETRIES}, {ENV_TIMEOUT}): what the stage wrote "
+                "before is kept; rerun the stage once the server is back"
+            )
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
 def mlflow_dir(layout: Layout) -> Path:
     """The project's own MLflow folder (database + artifacts)."""
     return layout.root.resolve() / "mlflow"

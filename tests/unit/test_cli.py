@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -48,3 +49,40 @@ def test_rollback_with_the_tracking_server_down_is_one_line(tmp_path, monkeypatc
     result = CliRunner().invoke(app, ["rollback"])
     assert result.exit_code == 3
     assert next(ln for ln in result.stderr.splitlines() if ln.startswith("rollback:")).count("unreachable") == 1
+
+
+def _server_lost_mid_stage(tmp_path, monkeypatch, stage_fn) -> object:
+    """Run ``train`` with its body replaced by ``stage_fn`` and MLflow pointed at a closed port."""
+    from pipelines import cli
+    from tests.integration.http_fixtures import closed_port
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setattr(cli, "resolve", lambda stage: stage_fn)
+    return CliRunner().invoke(app, ["train"])
+
+
+def test_a_tracking_server_lost_mid_stage_is_one_line_and_exit_3(tmp_path, monkeypatch):
+    """The preflight passed, then the server went: MLflow's own error, after its retries, becomes one line."""
+    import mlflow
+
+    def stage(params, layout):  # the stage's first tracking call after the server went away
+        mlflow.MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"]).search_experiments()
+
+    result = _server_lost_mid_stage(tmp_path, monkeypatch, stage)
+    assert result.exit_code == 3, result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("train:")]
+    assert len(lines) == 1 and "stopped answering during the stage (" in lines[0], result.stderr
+    assert "Connection refused" in lines[0] and "rerun the stage" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_any_other_stage_error_keeps_its_traceback(tmp_path, monkeypatch):
+    def stage(params, layout):
+        raise ValueError("a bug, not an outage")
+
+    result = _server_lost_mid_stage(tmp_path, monkeypatch, stage)
+    assert result.exit_code == 1
+    assert isinstance(result.exception, ValueError)
