@@ -288,18 +288,11 @@ def main() -> None:
     ap.add_argument("--dpo-steps", type=int, default=450, help="~2 epochs of the train side")
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument(
-        "--ld-alpha",
-        type=float,
-        default=0.2,
-        help="LD-DPO: weight of the tokens past the shorter answer's length (1 = plain DPO)",
-    )
+    ld_help = "LD-DPO: weight of the tokens past the shorter answer's length (1 = plain DPO)"
+    ap.add_argument("--ld-alpha", type=float, default=0.2, help=ld_help)
     ap.add_argument("--loss-type", default="sigmoid", help="TRL DPO loss_type")
-    ap.add_argument(
-        "--base-from",
-        type=Path,
-        help="reuse the base model of a --keep folder (skips the ~4 min build; its sizes win)",
-    )
+    reuse_help = "reuse the base model of a --keep folder (skips the ~4 min build; its sizes win)"
+    ap.add_argument("--base-from", type=Path, help=reuse_help)
     ap.add_argument(
         "--threads",
         type=int,
