@@ -109,7 +109,8 @@ def _exited(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             stat = fh.read()
-        state = stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3]  # the field after "(comm) "
+        after_comm = stat.rindex(b")") + 2  # the state field follows "(comm) "
+        state = stat[after_comm : after_comm + 1]
     except (OSError, ValueError):
         return False
     return state in (b"Z", b"X")

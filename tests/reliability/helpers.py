@@ -25,9 +25,7 @@ import orjson
 import polars as pl
 
 from pipelines.layout import Layout
-from tests.project import VENV_BIN, copy_project, needs_shared, project_env
-
-__all__ = ["needs_shared"]  # re-exported: the battery's modules import it from here
+from tests.project import VENV_BIN, copy_project, project_env
 
 DATA_STAGES = ("ingest", "scrub", "validate", "pairs", "validate_pairs")
 """The data stages of dvc.yaml, in pipeline order."""

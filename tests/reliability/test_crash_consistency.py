@@ -44,6 +44,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.io import FAULT_ENV, parse_fault
+from tests.project import needs_shared
 from tests.reliability.helpers import (
     DATA_STAGES,
     STAGE_OUTPUTS,
@@ -54,7 +55,6 @@ from tests.reliability.helpers import (
     fresh_copy,
     kill_after,
     leftovers,
-    needs_shared,
     output_hashes,
     read_pairs,
     run_cli,

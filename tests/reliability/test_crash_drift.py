@@ -32,7 +32,8 @@ from PIL import Image
 
 from pipelines.io import FAULT_ENV
 from pipelines.layout import Layout
-from tests.reliability.helpers import dvc, fresh_copy, needs_shared, run_cli, sha256, tally
+from tests.project import needs_shared
+from tests.reliability.helpers import dvc, fresh_copy, run_cli, sha256, tally
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900), needs_shared]
 

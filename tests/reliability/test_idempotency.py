@@ -27,11 +27,11 @@ import pytest
 from pipelines.io import read_json
 from pipelines.layout import Layout
 from pipelines.schemas import RejectReason
+from tests.project import needs_shared
 from tests.reliability.helpers import (
     DATA_STAGES,
     STAGE_OUTPUTS,
     fresh_copy,
-    needs_shared,
     output_hashes,
     run_in_one_process,
     tally,

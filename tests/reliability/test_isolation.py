@@ -21,9 +21,9 @@ import pytest
 
 from pipelines.io import read_json
 from pipelines.layout import Layout
+from tests.project import needs_shared
 from tests.reliability.helpers import (
     eval_prompts_in_train,
-    needs_shared,
     pairs_mixing_tenants,
     raw_event_owners,
     read_pairs,
