@@ -33,7 +33,7 @@ import itertools
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -697,25 +697,35 @@ def _ascii_digits(text: str) -> str:
 Candidate = tuple[str, int, int]
 
 
-def _locate(
-    text: str, items: Sequence[str] | None, accept: Callable[[int], object] | None = None
-) -> Iterator[tuple[int, int]]:
-    """Positions of Rust matches (non-overlapping, in order) in the Python string.
+Check = Callable[[int, int], Iterable[Candidate]]
+"""What a candidate kind's validator is to :func:`_checked`: (start, end) of a Rust match -> candidates."""
 
-    Rust gives the matched strings, not where they are: the first occurrence is taken,
-    or with ``accept`` the first one it accepts. Why ``accept``: the same string can
-    also occur earlier where the pattern's context refused it (``StMr. Smith`` before
-    ``Mr. Smith``); located there, the real match would never be checked.
+
+def _checked(text: str, items: Sequence[str] | None, check: Check) -> Iterator[Candidate]:
+    """Candidates that ``check`` finds at the Rust matches ``items`` (non-overlapping, in order).
+
+    Rust gives the matched strings, not where they are. Each is looked for after the
+    previous one, and where ``check`` refuses an occurrence the next one is tried: the
+    same string can occur earlier where the Rust pattern itself did not match (its ``\b``
+    failed: ``giftcard ending 4821`` before ``card ending 4821``, ``StMr. Smith`` before
+    ``Mr. Smith``), and located there the real match would never be checked. Each
+    occurrence of a string is checked at most once, so the work stays linear in the text.
     """
     cursor = 0
+    resume: dict[str, int] = {}  # where the next look for a string starts: earlier ones were checked
     for item in items or ():
-        pos = text.find(item, cursor)
-        while accept is not None and pos >= 0 and not accept(pos):
-            pos = text.find(item, pos + 1)
+        pos = text.find(item, max(cursor, resume.get(item, 0)))
         if pos < 0:
             continue
-        cursor = pos + len(item)
-        yield pos, cursor
+        cursor = pos + len(item)  # the Rust match is here or later, and so the next one is after this
+        while pos >= 0:
+            found = list(check(pos, pos + len(item)))
+            if found:
+                yield from found
+                cursor = max(cursor, pos + len(item))
+                break
+            pos = text.find(item, pos + 1)
+        resume[item] = pos + 1 if pos >= 0 else len(text) + 1
 
 
 # ---------------------------------------------------------------------------------------
@@ -1060,11 +1070,6 @@ def _names_after(
 
 
 VOCATIVE_END = ",!?.;"
-
-
-def _cue_at(text: str, start: int, p: _Py) -> bool:
-    """A person or vocative cue starts at ``start`` (as :func:`_cued_names` reads it)."""
-    return bool(p.person_cue.match(text, start) or p.vocative_cue.match(text, start))
 
 
 def _cued_names(text: str, start: int, p: _Py) -> Iterator[Candidate]:
@@ -1585,30 +1590,23 @@ def detect_item(item: Item, placeholder_format: str = DEFAULT_PLACEHOLDER) -> li
     _, text, lower, cands = item
     email, email_obf, ip, num, iban, card_tail, addr_num, addr_word, addr_cue, cue, names = cands
     found: list[Candidate] = []
-    if email:
-        found.extend(("EMAIL", s, e) for s, e in _locate(text, email))
-    if email_obf:
-        found.extend(("EMAIL", s, e) for s, e in _locate(text, email_obf))
+    for values in (email, email_obf):
+        if values:
+            found.extend(_checked(text, values, lambda s, e: (("EMAIL", s, e),)))
     if ip:
-        for start, end in _locate(text, ip):
-            found.extend(_check_ip(text, start, end, p))
+        found.extend(_checked(text, ip, lambda s, e: _check_ip(text, s, e, p)))
     if iban:
-        for start, end in _locate(text, iban):
-            found.extend(_check_iban(text, start, end, p))
+        found.extend(_checked(text, iban, lambda s, e: _check_iban(text, s, e, p)))
     if card_tail:
-        for start, end in _locate(text, card_tail):
-            found.extend(_check_card_tail(text, start, end, p))
+        found.extend(_checked(text, card_tail, lambda s, e: _check_card_tail(text, s, e, p)))
     if num:  # after the values that outrank a phone, so that phones are cut around them
         before = tuple(found)
-        for start, end in _locate(text, num):
-            found.extend(_check_number(text, start, end, p, before))
+        found.extend(_checked(text, num, lambda s, e: _check_number(text, s, e, p, before)))
     for addr in (addr_num, addr_word):
         if addr:
-            for start, end in _locate(text, addr):
-                found.extend(_check_address(text, start, end, lower, p))
+            found.extend(_checked(text, addr, lambda s, e: _check_address(text, s, e, lower, p)))
     if addr_cue:
-        for start, _ in _locate(text, addr_cue):
-            found.extend(_check_address_cue(text, start, lower, p))
+        found.extend(_checked(text, addr_cue, lambda s, _: _check_address_cue(text, s, lower, p)))
     if lower:  # no capitals anywhere: look at the whole text, not around capitals
         if cue:  # no Python cue starts before the first Rust one: scan from there
             for m in p.person_cue.finditer(text, text.find(cue[0])):
@@ -1617,9 +1615,7 @@ def detect_item(item: Item, placeholder_format: str = DEFAULT_PLACEHOLDER) -> li
             found.extend(_names_in(text, 0, len(text), True, p))
     else:
         if cue:
-            at_cue = functools.partial(_cue_at, text, p=p)
-            for start, _ in _locate(text, cue, at_cue):
-                found.extend(_cued_names(text, start, p))
+            found.extend(_checked(text, cue, lambda s, _: _cued_names(text, s, p)))
         if names:
             found.extend(_names_near(text, names, p))
     if not found:
