@@ -3,8 +3,10 @@
     .venv/bin/python benchmarks/bench_scrub.py
     .venv/bin/python benchmarks/bench_scrub.py --threads 2 --workers 2 --json /tmp/bench_scrub.json
 
-Same texts for both: presidio-research's generated_large.json (2,109 short texts, almost
-all holding PII). Ours scrubs the distinct texts in full rounds (a fresh call per round,
+Same texts for both, three corpora: presidio-research's generated_large.json (2,109
+short texts, almost all holding PII: the hardest case), hh-rlhf conversations (long,
+mostly PII-free) and the free-text fields of the bundled raw events (``data/raw``: what
+the scrub stage itself reads, PII in about half of them). Ours scrubs the distinct texts in full rounds (a fresh call per round,
 so nothing is reused between rounds); Presidio runs ``analyze`` on a sample (it is slow),
 with a blank spaCy pipeline and only the entity types its patterns cover, both alone and
 followed by the replacement an anonymizer would do. The two take turns (a round of ours,
@@ -33,6 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT / ".." / "shared" / "data" / "presidio-research" / "generated_large.json"
 DEFAULT_CHAT = ROOT / ".." / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+DEFAULT_EVENTS = ROOT / "data" / "raw" / "events"
+RAW_TEXT_FIELDS = ("prompt", "context", "text", "edited_text")  # an output's text is "text" when raw
 FILLERS = (
     "Let me know if anything else comes up.",
     "The team reviewed the request this morning.",
@@ -59,6 +63,20 @@ def _chat_texts(path: Path) -> list[str]:
         return []
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         return sorted({json.loads(line)["chosen"] for line in fh})
+
+
+def _event_texts(folder: Path) -> list[str]:
+    """The distinct free texts of the raw events under ``folder`` (JSONL; bad lines skipped)."""
+    out: set[str] = set()
+    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                out.update(v for k in RAW_TEXT_FIELDS if isinstance(v := event.get(k), str) and v)
+    return sorted(out)
 
 
 def _slice(texts: list[str], part: int, parts: int) -> list[str]:
@@ -122,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--chat", type=Path, default=DEFAULT_CHAT, help="hh-rlhf file: long, mostly PII-free texts"
     )
+    parser.add_argument(
+        "--events", type=Path, default=DEFAULT_EVENTS, help="raw events folder (the scrub stage's input)"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -138,53 +159,56 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(distinct)} distinct texts, polars threads={pl.thread_pool_size()}")
 
     sample = distinct[: args.single_sample]
-    convs = _chat_texts(args.chat)
-    conv_series = pl.Series(convs, dtype=pl.String)
+    # the other corpora: (texts, how many of them Presidio analyses)
+    others = {
+        "chat": (_chat_texts(args.chat), args.presidio_sample // 4),
+        "events": (_event_texts(args.events), args.presidio_sample // 2),
+    }
     analyzer = pii_eval.presidio_analyzer()
     psample = distinct[: args.presidio_sample]
-    csample = convs[: args.presidio_sample // 4]
     pii_eval.presidio_predict(analyzer, psample[0])
     # Presidio's spaCy puts ~0.5M long-lived objects on the heap; frozen, the garbage
     # collector stops walking them, as it never has to in a process without Presidio
     gc.collect()
     gc.freeze()
 
-    # ours and Presidio take turns, a round of ours then a slice of Presidio's sample: a
-    # neighbour's load that comes and goes then slows both sides alike
-    totals = {k: [0, 0.0, 0.0] for k in ("ours", "presidio", "ours_chat", "presidio_chat")}
-
     def presidio(texts: list[str]) -> Callable[[], object]:
         return lambda: [pii_eval.presidio_predict(analyzer, t) for t in texts]
 
+    def ours(column: pl.Series) -> Callable[[], object]:
+        return lambda: pii.scrub_series(column)
+
+    # ours and Presidio take turns, a round of ours then a slice of Presidio's sample: a
+    # neighbour's load that comes and goes then slows both sides alike
+    corpora = {"": (distinct, psample), **{k: (t, t[:n]) for k, (t, n) in others.items() if t}}
+    columns = {k: pl.Series(t, dtype=pl.String) for k, (t, _) in corpora.items()}
+    totals: dict[str, list[float]] = {}
     for r in range(args.rounds):
-        pslice, cslice = _slice(psample, r, args.rounds), _slice(csample, r, args.rounds)
-        steps = (
-            ("ours", len(distinct), lambda: pii.scrub_series(series)),
-            ("presidio", len(pslice), presidio(pslice)),
-            ("ours_chat", len(convs), lambda: pii.scrub_series(conv_series)),
-            ("presidio_chat", len(cslice), presidio(cslice)),
-        )
-        for key, n, fn in steps:
-            wall, cpu = _timed(fn)
-            totals[key] = [totals[key][0] + n, totals[key][1] + wall, totals[key][2] + cpu]
-    ours_series, presidio_analyze, ours_chat, presidio_chat = (
-        Rate(*totals[k]) for k in ("ours", "presidio", "ours_chat", "presidio_chat")
-    )
+        for key, (texts_, sample_) in corpora.items():
+            part = _slice(sample_, r, args.rounds)
+            for side, n, fn in (("ours", len(texts_), ours(columns[key])), ("presidio", len(part), presidio(part))):
+                wall, cpu = _timed(fn)
+                total = totals.setdefault(f"{side}_{key}", [0, 0.0, 0.0])
+                total[:] = [total[0] + n, total[1] + wall, total[2] + cpu]
+    rates = {k: Rate(int(v[0]), v[1], v[2]) for k, v in totals.items()}
+    ours_series, presidio_analyze = rates["ours_"], rates["presidio_"]
     presidio_scrub = Rate(
         len(psample), *_timed(lambda: [pii_eval.presidio_scrub(analyzer, t) for t in psample])
     )
     ours_single = Rate(len(sample), *_timed(lambda: [pii.scrub_text(t) for t in sample]))
-    chat = {}
-    if convs:
-        chat = {
-            "texts": len(convs),
-            "ours_texts_per_s": ours_chat.wall,
-            "presidio_analyze_texts_per_s": presidio_chat.wall,
-            "ratio": ours_chat.wall / presidio_chat.wall,
-            "ours_cpu_texts_per_s": ours_chat.cpu,
-            "presidio_analyze_cpu_texts_per_s": presidio_chat.cpu,
-            "ratio_cpu": ours_chat.cpu / presidio_chat.cpu,
+    other_figures = {
+        key: {
+            "texts": len(corpora[key][0]),
+            "ours_texts_per_s": rates[f"ours_{key}"].wall,
+            "presidio_analyze_texts_per_s": rates[f"presidio_{key}"].wall,
+            "ratio": rates[f"ours_{key}"].wall / rates[f"presidio_{key}"].wall,
+            "ours_cpu_texts_per_s": rates[f"ours_{key}"].cpu,
+            "presidio_analyze_cpu_texts_per_s": rates[f"presidio_{key}"].cpu,
+            "ratio_cpu": rates[f"ours_{key}"].cpu / rates[f"presidio_{key}"].cpu,
         }
+        for key in others
+        if key in corpora
+    }
 
     big = synthetic_column(distinct, args.synthetic)
     big_series = pl.Series(big, dtype=pl.String)
@@ -206,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "ours_scrub_series_cpu_texts_per_s": ours_series.cpu,
         "presidio_analyze_cpu_texts_per_s": presidio_analyze.cpu,
         "ratio_cpu_series_vs_presidio_analyze": ours_series.cpu / presidio_analyze.cpu,
-        "chat": chat,
+        **other_figures,
         "synthetic_texts": len(big),
         "synthetic_mb": mb,
         "synthetic_workers": args.workers,
@@ -224,12 +248,15 @@ def main(argv: list[str] | None = None) -> int:
         f" (CPU time: {ours_series.cpu:.0f} vs {presidio_analyze.cpu:.0f} texts/s, "
         f"{figures['ratio_cpu_series_vs_presidio_analyze']:.1f}x)"
     )
-    if chat:
+    labels = {
+        "chat": "hh-rlhf conversations (~650 chars, mostly no PII)",
+        "events": "bundled raw events' free texts (the scrub stage's input)",
+    }
+    for key, fig in other_figures.items():
         print(
-            f"hh-rlhf conversations ({chat['texts']}, ~650 chars, mostly no PII): ours "
-            f"{chat['ours_texts_per_s']:.0f} texts/s, presidio analyze "
-            f"{chat['presidio_analyze_texts_per_s']:.0f} texts/s, ratio {chat['ratio']:.1f}x"
-            f" (CPU time: {chat['ratio_cpu']:.1f}x)"
+            f"{labels[key]}: {fig['texts']} texts, ours {fig['ours_texts_per_s']:.0f} texts/s, "
+            f"presidio analyze {fig['presidio_analyze_texts_per_s']:.0f} texts/s, ratio "
+            f"{fig['ratio']:.1f}x (CPU time: {fig['ratio_cpu']:.1f}x)"
         )
     print(
         f"synthetic column: {len(big)} texts, {mb:.1f} MB in {big_s:.2f} s "
