@@ -654,6 +654,42 @@ CANDIDATE_KINDS = (
     "email", "email_obf", "ip", "num", "iban", "card_tail", "addr_num", "addr_word", "addr_cue",
     "cue",
 )  # fmt: skip
+# What each kind of candidate can turn into ("names": listed names Rust found in a text).
+KIND_ENTITIES: dict[str, frozenset[str]] = {
+    "email": frozenset({"EMAIL"}),
+    "email_obf": frozenset({"EMAIL"}),
+    "ip": frozenset({"IP_ADDRESS"}),
+    "num": frozenset({"PHONE", "CREDIT_CARD", "US_SSN"}),
+    "iban": frozenset({"IBAN"}),
+    "card_tail": frozenset({"CREDIT_CARD"}),
+    "addr_num": frozenset({"STREET_ADDRESS"}),
+    "addr_word": frozenset({"STREET_ADDRESS"}),
+    "addr_cue": frozenset({"STREET_ADDRESS"}),
+    "cue": frozenset({"PERSON"}),
+    "names": frozenset({"PERSON"}),
+}
+
+
+@functools.cache
+def detector_kinds(entities: frozenset[str]) -> frozenset[str]:
+    """The candidate kinds whose detectors can change the spans of ``entities``.
+
+    Why not only the kinds of ``entities``: an overlap goes to the higher priority and
+    trims the lower span, so every type that outranks an asked one must still be found.
+    Types below all the asked ones cannot change them, and their detectors (names and
+    addresses, the costly ones) are skipped: asking for fewer types costs less.
+    """
+    unknown = entities - set(ENTITY_TYPES)
+    if unknown:
+        raise ValueError(f"unknown entity types {sorted(unknown)}; known: {list(ENTITY_TYPES)}")
+    if not entities:
+        return frozenset()
+    floor = min(PRIORITY[e] for e in entities)
+    needed = {e for e in ENTITY_TYPES if PRIORITY[e] >= floor}
+    return frozenset(k for k, found in KIND_ENTITIES.items() if found & needed)
+
+
+ALL_KINDS = frozenset(KIND_ENTITIES)
 
 
 # =======================================================================================
@@ -1403,14 +1439,15 @@ def _tidy(text: str, start: int, end: int) -> tuple[int, int]:
 # =======================================================================================
 
 
-def _candidates(texts: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _candidates(texts: pl.Series, kinds: frozenset[str] = ALL_KINDS) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The Rust half of the engine: (texts that may hold PII, their candidates).
 
     The first frame has ``idx`` (position in ``texts``), ``t`` and ``lower`` (no capital
     letter anywhere) for every text with at least one candidate; the second one row per
     candidate: ``idx``, ``kind`` (index into _ITEM_KINDS) and ``v`` (the matched text).
     Each pattern runs only on the texts its gate finds (see _GATED_KINDS): most of a
-    long, PII-free text never meets the costly address and number patterns.
+    long, PII-free text never meets the costly address and number patterns; patterns of
+    kinds not in ``kinds`` do not run at all.
     """
     rx = _rust()
     t = pl.col("t")
@@ -1420,17 +1457,19 @@ def _candidates(texts: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
         .with_columns(t.str.contains(rx[g]).alias(g) for g in _GATES)
         .with_columns((t.str.len_bytes().gt(0) & ~pl.col("upper")).alias("lower"))
     )
-    parts = []
-    for gate, kinds in _GATED_KINDS.items():
-        rows = base.filter(gate) if gate else base
+    parts = [pl.DataFrame(schema={"idx": base.schema["idx"], "kind": pl.UInt8, "v": pl.String})]
+    for gate, gated in _GATED_KINDS.items():
+        gated = tuple(k for k in gated if k.removesuffix("_lower") in kinds)
+        rows = base.filter(gate) if gate and gated else base
         if rows.height:
-            parts.extend(_extract(rows, rx[k], _slot(k)) for k in kinds)
-    rows = base.filter("upper")
+            parts.extend(_extract(rows, rx[k], _slot(k)) for k in gated)
+    names = "names" in kinds
+    rows = base.filter("upper") if names else base.clear()
     if rows.height:
         parts.append(_strong_name_hits(rows, rx["token"]))
     long = pl.concat(parts)
-    # texts without capitals always go on: Python looks for names in them itself
-    keep = pl.col("lower") | pl.col("idx").is_in(long["idx"].unique().implode())
+    # texts without capitals go on when names are asked for: Python looks for them itself
+    keep = (pl.col("lower") & names) | pl.col("idx").is_in(long["idx"].unique().implode())
     return base.filter(keep).select("idx", "t", "lower"), long
 
 
@@ -1519,7 +1558,7 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def candidate_items(texts: pl.Series) -> list[Item]:
+def candidate_items(texts: pl.Series, kinds: frozenset[str] = ALL_KINDS) -> list[Item]:
     """The texts of ``texts`` that may hold PII, with their candidates, as Python objects.
 
     Why the long form: turning mostly-empty list columns into Python objects row by row
@@ -1528,13 +1567,13 @@ def candidate_items(texts: pl.Series) -> list[Item]:
     if texts.len() == 0:
         return []
     if texts.len() <= FEW_TEXTS:
-        return _few_items(texts)
-    frame, long = _candidates(texts)
+        return _few_items(texts, kinds)
+    frame, long = _candidates(texts, kinds)
     with _no_gc():
         return _assemble(frame, long)
 
 
-def _few_items(texts: pl.Series) -> list[Item]:
+def _few_items(texts: pl.Series, kinds: frozenset[str] = ALL_KINDS) -> list[Item]:
     """:func:`candidate_items` for a handful of texts: every pattern in one polars call.
 
     Why: a polars call costs ~0.1 ms whatever its size and the gated path makes dozens;
@@ -1544,23 +1583,24 @@ def _few_items(texts: pl.Series) -> list[Item]:
     rx = _rust()
     t = pl.col("t")
     lower = t.str.len_bytes().gt(0) & ~t.str.contains(rx["upper"])
+    none = pl.lit(None, dtype=pl.List(pl.String))
+    patterns = {k: t.str.extract_all(rx[k]) for k in CANDIDATE_KINDS if k != "cue" and k in kinds}
+    if "cue" in kinds:
+        patterns["cue"] = (
+            pl.when(lower).then(t.str.extract_all(rx["cue_lower"])).otherwise(t.str.extract_all(rx["cue"]))
+        )
+    if "names" in kinds:  # the parts of every token (a hyphenated name is looked up part by part)
+        patterns["names"] = t.str.extract_all(rx["token"]).list.join("-").str.split("-")
     frame = pl.DataFrame({"t": texts.cast(pl.String)}).select(
-        t,
-        lower.alias("lower"),
-        *[t.str.extract_all(rx[k]).alias(k) for k in CANDIDATE_KINDS if k != "cue"],
-        pl.when(lower)
-        .then(t.str.extract_all(rx["cue_lower"]))
-        .otherwise(t.str.extract_all(rx["cue"]))
-        .alias("cue"),
-        # the parts of every token (a hyphenated name is looked up part by part)
-        t.str.extract_all(rx["token"]).list.join("-").str.split("-").alias("names"),
+        t, lower.alias("lower"), *[patterns.get(k, none).alias(k) for k in _ITEM_KINDS]
     )
+    names = "names" in kinds
     items: list[Item] = []
     for i, row in enumerate(frame.iter_rows(named=True)):
         tokens = row["names"] or ()
         row["names"] = list(dict.fromkeys(v for v in tokens if v and _strong_key(v.lower())))
         cands = tuple(row[k] or None for k in _ITEM_KINDS)
-        if row["lower"] or any(cands):
+        if (row["lower"] and names) or any(cands):
             items.append((i, row["t"], bool(row["lower"]), cands))
     return items
 
@@ -1584,8 +1624,15 @@ def _assemble(frame: pl.DataFrame, long: pl.DataFrame) -> list[Item]:
     ]
 
 
-def detect_item(item: Item, placeholder_format: str = DEFAULT_PLACEHOLDER) -> list[Span]:
-    """The Python half of the engine: validated, resolved spans of one candidate text."""
+def detect_item(
+    item: Item, placeholder_format: str = DEFAULT_PLACEHOLDER, kinds: frozenset[str] = ALL_KINDS
+) -> list[Span]:
+    """The Python half of the engine: validated, resolved spans of one candidate text.
+
+    ``kinds``: the detectors to run (see :func:`detector_kinds`); the item's candidates
+    of other kinds are empty already, but names in a text without capitals are looked
+    for here, not by Rust.
+    """
     p = _py()
     _, text, lower, cands = item
     email, email_obf, ip, num, iban, card_tail, addr_num, addr_word, addr_cue, cue, names = cands
@@ -1607,7 +1654,7 @@ def detect_item(item: Item, placeholder_format: str = DEFAULT_PLACEHOLDER) -> li
             found.extend(_checked(text, addr, lambda s, e: _check_address(text, s, e, lower, p)))
     if addr_cue:
         found.extend(_checked(text, addr_cue, lambda s, _: _check_address_cue(text, s, lower, p)))
-    if lower:  # no capitals anywhere: look at the whole text, not around capitals
+    if lower and "names" in kinds:  # no capitals anywhere: look at the whole text, not around capitals
         if cue:  # no Python cue starts before the first Rust one: scan from there
             for m in p.person_cue.finditer(text, text.find(cue[0])):
                 found.extend(_names_after(text, m.end(), p))
@@ -1658,12 +1705,16 @@ def _names_near(text: str, names: Sequence[str], p: _Py) -> Iterator[Candidate]:
 
 
 def detect_series(
-    texts: pl.Series, placeholder_format: str = DEFAULT_PLACEHOLDER
+    texts: pl.Series,
+    placeholder_format: str = DEFAULT_PLACEHOLDER,
+    entities: Sequence[str] = ENTITY_TYPES,
 ) -> dict[int, list[Span]]:
-    """Spans of every entity type, per row index, for the rows of ``texts`` that hold PII."""
+    """Spans of the ``entities`` types, per row index, for the rows of ``texts`` that hold them."""
+    wanted = frozenset(entities)
+    kinds = detector_kinds(wanted)
     out: dict[int, list[Span]] = {}
-    for item in candidate_items(texts):
-        spans = detect_item(item, placeholder_format)
+    for item in candidate_items(texts, kinds):
+        spans = [sp for sp in detect_item(item, placeholder_format, kinds) if sp.entity in wanted]
         if spans:
             out[item[0]] = spans
     return out
@@ -1676,15 +1727,14 @@ def find_entities(
 ) -> list[Span]:
     """Detect PII in ``text``: non-overlapping spans, sorted by position.
 
-    All detectors run so that overlaps resolve the same way whatever is asked for (the
-    name inside an e-mail address is part of the address); only ``entities`` are
-    returned. Existing placeholders are never part of a span.
+    Overlaps resolve the same way whatever is asked for (the name inside an e-mail
+    address is part of the address): the detectors of every type that outranks an
+    asked one run too (see :func:`detector_kinds`); only ``entities`` are returned.
+    Existing placeholders are never part of a span.
     """
     if not text:
         return []
-    spans = detect_series(pl.Series([text], dtype=pl.String), placeholder_format).get(0, [])
-    wanted = set(entities)
-    return [s for s in spans if s.entity in wanted]
+    return detect_series(pl.Series([text], dtype=pl.String), placeholder_format, entities).get(0, [])
 
 
 def replace_spans(
@@ -1748,11 +1798,12 @@ def scrub_items(
     fixed point, ``scrub(scrub(x)) == scrub(x)``. Rare in real text (4.5% of the
     PII-dense presidio-research texts, which glue values to punctuation).
     """
-    wanted = set(entities)
+    wanted = frozenset(entities)
+    kinds = detector_kinds(wanted)
     out: list[ScrubResult] = []
     glued: list[int] = []
     for item in items:
-        spans = [sp for sp in detect_item(item, placeholder_format) if sp.entity in wanted]
+        spans = [sp for sp in detect_item(item, placeholder_format, kinds) if sp.entity in wanted]
         if spans:
             counts: dict[str, int] = {}
             for sp in spans:
@@ -1779,7 +1830,7 @@ def scrub_texts(
 
     Returns results only for texts that changed, at their position plus ``offset``.
     """
-    items = candidate_items(pl.Series(texts, dtype=pl.String))
+    items = candidate_items(pl.Series(texts, dtype=pl.String), detector_kinds(frozenset(entities)))
     results = scrub_items(items, entities, placeholder_format, rescans)
     return [(i + offset, new, counts) for i, new, counts in results] if offset else results
 

@@ -307,6 +307,48 @@ def test_few_and_many_texts_give_the_same_spans(monkeypatch):
     assert set(gated) >= {i for i, t in enumerate(texts) if t.startswith(("hi sarah", "thanks"))}
 
 
+# --- asking for fewer entity types ------------------------------------------------------
+
+
+def test_detectors_below_every_asked_type_are_skipped_and_the_rest_kept():
+    kinds = pii.detector_kinds
+    assert kinds(frozenset(ENTITY_TYPES)) == pii.ALL_KINDS
+    assert kinds(frozenset({"EMAIL"})) == {"email", "email_obf"}  # nothing outranks an e-mail
+    # a phone is cut around the values that outrank it, so those are still looked for
+    assert kinds(frozenset({"PHONE"})) == {"email", "email_obf", "ip", "num", "iban", "card_tail"}
+    assert "names" not in kinds(frozenset({"STREET_ADDRESS"})) and "cue" not in kinds(frozenset({"PHONE"}))
+    assert kinds(frozenset({"PERSON"})) == pii.ALL_KINDS  # everything outranks a name
+    assert kinds(frozenset()) == frozenset()
+    with pytest.raises(ValueError, match="unknown entity types \\['NAME'\\]"):
+        kinds(frozenset({"NAME", "EMAIL"}))
+
+
+SUBSETS = st.sets(st.sampled_from(ENTITY_TYPES), min_size=1).map(sorted)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(PII_ALPHABET, max_size=14).map("".join), min_size=1, max_size=6), SUBSETS)
+def test_asking_for_fewer_types_finds_the_same_spans_of_those_types(texts, entities):
+    """Skipping the detectors of lower types must not change a single asked-for span."""
+    texts = texts + [t for _, t, _ in DETECTED] + ["hi sarah, call 415-555-0134 at 12 main st"]
+    series = pl.Series(texts, dtype=pl.String)
+    full = pii.detect_series(series)
+    expected = {i: kept for i, spans in full.items() if (kept := [s for s in spans if s.entity in entities])}
+    assert pii.detect_series(series, entities=entities) == expected
+    for text in texts[:3]:  # the one-text path too
+        assert find_entities(text, entities) == [s for s in find_entities(text) if s.entity in entities]
+
+
+def test_scrubbing_fewer_types_leaves_the_others_in_place():
+    text = "Hi Sarah, call 415-555-0134 or write to sarah@example.com, 12 Main St"
+    assert scrub_text(text, ["EMAIL", "PHONE"])[0] == (
+        "Hi Sarah, call <PHONE> or write to <EMAIL>, 12 Main St"
+    )
+    assert scrub_series(pl.Series([text]), ["STREET_ADDRESS"])[0][0] == (
+        "Hi Sarah, call 415-555-0134 or write to sarah@example.com, <STREET_ADDRESS>"
+    )
+
+
 def test_a_name_at_the_start_of_a_text_ending_in_a_space_is_found():
     # regression: a sentinel of -1 made the text's last character count as the space
     # after a place prefix, so the first word of such a text was never a name
