@@ -8,7 +8,9 @@ person can read, *before* a failure is raised, so the evidence is always on disk
 GX 1.x has no polars data source, so a frame goes in as pandas; frames larger than
 ``SAMPLE_ROWS`` are sampled (seeded) for the row-level expectations, while counts and
 uniqueness that must hold exactly are computed on the full data with polars and fed to
-GX as a one-row summary table. Unexpected *values* are stripped from every saved result:
+GX as a one-row summary table: among them every critical row-level rule (no PII
+sentinel, no missing required value, ...), so a bad row outside the sample still stops
+the run. Unexpected *values* are stripped from every saved result:
 they could be PII, and the report must never be the place where it leaks.
 """
 
@@ -34,6 +36,17 @@ PII_SENTINELS = {
     "us_ssn": r"\b\d{3}-\d{2}-\d{4}\b",
 }
 """Cheap regexes for PII that must never survive scrubbing; a hit is a critical failure."""
+RECORD_TEXT_COLUMNS = ("prompt", "context", "output_text", "edited_text", "other_output_text")
+RECORD_REQUIRED = ("event_id", "ts", "tenant_id", "skill", "thread_id", "interaction_id", "prompt",
+                   "feedback_type", "output_id", "output_text")
+RATING_RANGE = (1, 5)
+PAIR_TEXT_COLUMNS = ("chosen", "rejected", "prompt_text")
+PAIR_REQUIRED = ("pair_id", "chosen", "rejected", "pair_type", "tenant_id", "thread_id", "split")
+RECORD_COUNT_COLUMNS = ("rows_with_pii_sentinel", "missing_required_values", "unknown_feedback_types",
+                       "ratings_out_of_range", "comparisons_without_other_text")
+"""Summary columns of :func:`record_counts`: exact counts of critical row problems, each must be 0."""
+PAIR_COUNT_COLUMNS = ("rows_with_pii_sentinel", "missing_required_values", "duplicate_pair_ids", "identical_sides")
+"""Summary columns of :func:`pair_counts`, as RECORD_COUNT_COLUMNS for the pairs."""
 _VALUE_KEYS = ("partial_unexpected_list", "partial_unexpected_counts", "partial_unexpected_index_list",
                "unexpected_list", "unexpected_index_list", "observed_value")
 
@@ -105,27 +118,70 @@ def _text_columns_pii_free(columns: tuple[str, ...]) -> list[tuple[str, dict[str
     ]
 
 
+def _exact_zero(*columns: str) -> list[tuple[str, dict[str, Any], bool]]:
+    """Critical summary expectations: each of ``columns`` (an exact count) must be 0."""
+    return [("ExpectColumnValuesToBeBetween", {"column": c, "max_value": 0}, True) for c in columns]
+
+
+def rows_matching(frame: pl.DataFrame, columns: tuple[str, ...], patterns: tuple[str, ...]) -> int:
+    """Rows of ``frame`` (all of them, not a sample) where a column matches a pattern."""
+    present = [c for c in columns if c in frame.columns]
+    if not present or frame.is_empty():
+        return 0
+    rx = "|".join(f"(?:{p})" for p in patterns)
+    hit = pl.any_horizontal(pl.col(c).str.contains(rx).fill_null(False) for c in present)
+    return int(frame.select(hit.sum()).item())
+
+
+def _nulls(frame: pl.DataFrame, columns: tuple[str, ...]) -> int:
+    return int(sum(frame[c].null_count() for c in columns if c in frame.columns))
+
+
+def record_counts(records: pl.DataFrame) -> dict[str, int]:
+    """Exact, full-data counts of the records' critical row-level problems (all must be 0)."""
+    rating, kind = pl.col("rating"), pl.col("feedback_type")
+    counts = (
+        rows_matching(records, RECORD_TEXT_COLUMNS, tuple(PII_SENTINELS.values())),
+        _nulls(records, RECORD_REQUIRED),
+        records.filter(kind.is_not_null() & ~kind.is_in(FEEDBACK_TYPES)).height,
+        records.filter(rating.is_not_null() & ~rating.is_between(*RATING_RANGE)).height,
+        records.filter((kind == "comparison") & pl.col("other_output_text").is_null()).height,
+    )
+    return dict(zip(RECORD_COUNT_COLUMNS, counts, strict=True))
+
+
+def pair_counts(pairs: pl.DataFrame) -> dict[str, int]:
+    """Exact, full-data counts of the pairs' critical row-level problems (all must be 0)."""
+    counts = (
+        rows_matching(pairs, PAIR_TEXT_COLUMNS, tuple(PII_SENTINELS.values())),
+        _nulls(pairs, PAIR_REQUIRED),
+        pairs.height - pairs["pair_id"].n_unique(),
+        int(pairs["chosen_equals_rejected"].fill_null(False).sum()),
+    )
+    return dict(zip(PAIR_COUNT_COLUMNS, counts, strict=True))
+
+
 def events_spec(params: Params) -> dict[str, list[tuple[str, dict[str, Any], bool]]]:
     """Expectations on the scrubbed records and on the ingest summary."""
     v = params.validate_
-    not_null = ("event_id", "ts", "tenant_id", "skill", "thread_id", "interaction_id", "prompt",
-                "feedback_type", "output_id", "output_text")
+    lo, hi = RATING_RANGE
     return {
         "records": [
-            *[("ExpectColumnValuesToNotBeNull", {"column": c}, True) for c in not_null],
+            *[("ExpectColumnValuesToNotBeNull", {"column": c}, True) for c in RECORD_REQUIRED],
             ("ExpectColumnValuesToBeInSet", {"column": "feedback_type", "value_set": list(FEEDBACK_TYPES)}, True),
-            ("ExpectColumnValuesToBeBetween", {"column": "rating", "min_value": 1, "max_value": 5}, True),
+            ("ExpectColumnValuesToBeBetween", {"column": "rating", "min_value": lo, "max_value": hi}, True),
             ("ExpectColumnValuesToNotBeNull", {"column": "other_output_text", "row_condition": 'feedback_type=="comparison"',
                                               "condition_parser": "pandas"}, True),
             ("ExpectColumnValueLengthsToBeBetween", {"column": "prompt", "min_value": 1}, False),
             ("ExpectColumnValueLengthsToBeBetween", {"column": "output_text", "min_value": 1}, False),
-            *_text_columns_pii_free(("prompt", "context", "output_text", "edited_text", "other_output_text")),
+            *_text_columns_pii_free(RECORD_TEXT_COLUMNS),
         ],
         "summary": [
             ("ExpectColumnValuesToBeBetween", {"column": "records", "min_value": v.min_records}, True),
             ("ExpectColumnValuesToBeBetween", {"column": "duplicate_event_ids", "max_value": 0}, True),
             ("ExpectColumnValuesToBeBetween", {"column": "reject_share", "max_value": v.max_reject_share}, True),
             ("ExpectColumnValuesToBeBetween", {"column": "tenants", "min_value": 1}, True),
+            *_exact_zero(*RECORD_COUNT_COLUMNS),
         ],
     }
 
@@ -135,19 +191,19 @@ def pairs_spec(params: Params) -> dict[str, list[tuple[str, dict[str, Any], bool
     v = params.validate_
     return {
         "pairs": [
-            *[("ExpectColumnValuesToNotBeNull", {"column": c}, True)
-              for c in ("pair_id", "chosen", "rejected", "pair_type", "tenant_id", "thread_id", "split")],
+            *[("ExpectColumnValuesToNotBeNull", {"column": c}, True) for c in PAIR_REQUIRED],
             ("ExpectColumnValuesToBeUnique", {"column": "pair_id"}, True),
             ("ExpectColumnValuesToBeInSet", {"column": "pair_type", "value_set": list(PAIR_TYPES)}, True),
             ("ExpectColumnValuesToBeInSet", {"column": "split", "value_set": [*SPLITS, "safety"]}, True),
             ("ExpectColumnValuesToBeInSet", {"column": "chosen_equals_rejected", "value_set": [False]}, True),
-            *_text_columns_pii_free(("chosen", "rejected", "prompt_text")),
+            *_text_columns_pii_free(PAIR_TEXT_COLUMNS),
         ],
         "summary": [
             ("ExpectColumnValuesToBeBetween", {"column": "train_pairs", "min_value": v.min_pairs}, True),
             ("ExpectColumnValuesToBeBetween", {"column": "test_pairs", "min_value": 1}, True),
             ("ExpectColumnValuesToBeBetween", {"column": "threads_in_two_splits", "max_value": 0}, True),
             ("ExpectColumnValuesToBeBetween", {"column": "threads_in_two_tenants", "max_value": 0}, True),
+            *_exact_zero(*PAIR_COUNT_COLUMNS),
         ],
     }
 
@@ -195,6 +251,7 @@ def run(params: Params, layout: Layout) -> dict[str, Any]:
         "duplicate_event_ids": [records.height - records["event_id"].n_unique()],
         "reject_share": [ingest.get("quarantined", 0) / lines_in],
         "tenants": [records["tenant_id"].n_unique()],
+        **{k: [n] for k, n in record_counts(records).items()},
     })
     result = run_suite("events", {"records": records, "summary": summary}, events_spec(params), params.seed)
     return _save_and_check(result, layout.validation_dir / "events", layout.metrics("validate"))
@@ -218,6 +275,7 @@ def run_pairs(params: Params, layout: Layout) -> dict[str, Any]:
         "test_pairs": [pairs.filter(pl.col("split") == "test").height],
         "threads_in_two_splits": [thread_splits.filter(pl.col("n") > 1).height],
         "threads_in_two_tenants": [thread_tenants.filter(pl.col("n") > 1).height],
+        **{k: [n] for k, n in pair_counts(pairs).items()},
     })
     result = run_suite("pairs", {"pairs": pairs.drop("prompt", "source_event_ids"), "summary": summary},
                        pairs_spec(params), params.seed)

@@ -94,3 +94,28 @@ def test_pairs_suite_catches_identical_sides(tmp_path):
     train = _pairs(30, "train").with_columns(pl.col("chosen").alias("rejected"))
     with pytest.raises(validate.ValidationFailed, match="chosen_equals_rejected"):
         validate.run_pairs(Params(), _pairs_layout(tmp_path, train, _pairs(5, "test", "u")))
+
+
+def test_a_bad_row_outside_the_gx_sample_still_stops_the_run(tmp_path, monkeypatch):
+    """Frames over SAMPLE_ROWS are sampled for GX; the critical rules are also counted on every row."""
+    monkeypatch.setattr(validate, "SAMPLE_ROWS", 5)
+    records = _records(n=60)
+    leak = records.with_row_index("i").with_columns(
+        pl.when(pl.col("i") == 59).then(pl.lit(f"write to {LEAKED}")).otherwise(pl.col("prompt")).alias("prompt"),
+        pl.when(pl.col("i") == 58).then(pl.lit(None)).otherwise(pl.col("tenant_id")).alias("tenant_id"),
+    ).drop("i")
+    with pytest.raises(validate.ValidationFailed) as failed:
+        validate.run(Params(), _layout(tmp_path / "events", leak))
+    assert "summary.expect_column_values_to_be_between(rows_with_pii_sentinel)" in str(failed.value)
+    assert "summary.expect_column_values_to_be_between(missing_required_values)" in str(failed.value)
+    train = pl.concat([_pairs(30, "train"), _pairs(30, "train").head(1)])  # one pair id twice
+    with pytest.raises(validate.ValidationFailed, match=re.escape("(duplicate_pair_ids)")):
+        validate.run_pairs(Params(), _pairs_layout(tmp_path / "pairs", train, _pairs(5, "test", "u")))
+
+
+def test_exact_counts_see_every_row():
+    records = _records(n=8, rating=9, feedback_type="thumbs")
+    counts = validate.record_counts(records.with_columns(pl.lit(f"mail {LEAKED}").alias("context")))
+    assert counts == {"rows_with_pii_sentinel": 8, "missing_required_values": 0, "unknown_feedback_types": 1,
+                      "ratings_out_of_range": 1, "comparisons_without_other_text": 0}
+    assert set(counts) == set(validate.RECORD_COUNT_COLUMNS)
