@@ -247,8 +247,12 @@ def load_sets(params: Params, layout: Layout) -> dict[str, pl.DataFrame]:
     """Test and safety pairs (a seeded sample of each when ``evaluate.max_pairs`` is set)."""
     import polars as pl
 
-    sets = {"test": pl.read_parquet(layout.pairs_split("test"))}
-    sets["safety"] = pl.read_parquet(layout.safety_pairs) if layout.safety_pairs.exists() else sets["test"].head(0)
+    if not layout.safety_pairs.exists():  # an empty safety set passes the gate "not measured": never by accident
+        raise FileNotFoundError(
+            f"{layout.safety_pairs} is missing: the pairs stage always writes it (empty when no safety "
+            "source is enabled); rerun `dvc repro pairs`"
+        )
+    sets = {"test": pl.read_parquet(layout.pairs_split("test")), "safety": pl.read_parquet(layout.safety_pairs)}
     cap = params.evaluate.max_pairs
     if cap:
         sets = {k: v.sample(n=min(cap, v.height), seed=params.seed) if v.height > cap else v for k, v in sets.items()}

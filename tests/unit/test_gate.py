@@ -84,6 +84,21 @@ def test_no_safety_pairs_is_reported_not_measured():
     assert "not measured" in next(c["reason"] for c in v["checks"] if c["name"] == "safety_regression")
 
 
+def test_a_missing_safety_file_is_an_error_not_an_unmeasured_pass(tmp_path):
+    """Only a safety set that is empty on purpose may pass as 'not measured'."""
+    import polars as pl
+
+    from pipelines.evaluate import load_sets
+
+    layout = Layout(tmp_path)
+    layout.pairs_split("test").parent.mkdir(parents=True)
+    pl.DataFrame({"pair_id": ["p1"]}).write_parquet(layout.pairs_split("test"))
+    with pytest.raises(FileNotFoundError, match=r"safety\.parquet is missing.*dvc repro pairs"):
+        load_sets(Params(), layout)
+    pl.DataFrame({"pair_id": []}, schema={"pair_id": pl.String}).write_parquet(layout.safety_pairs)
+    assert load_sets(Params(), layout)["safety"].height == 0
+
+
 def test_run_writes_verdict_and_metrics(tmp_path):
     layout = Layout(tmp_path)
     e = good_evaluation()
