@@ -17,12 +17,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import re
 import shutil
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,19 @@ EXCERPT_CHARS = 160
 """Characters of a rejected line kept (after PII scrubbing) so a person can see what it was."""
 EXCERPT_SCRUB_BYTES = 4096
 RATING_RANGE = (1, 5)
+TURN_MAX = 2**31 - 1
+"""Largest ``turn`` accepted: the column is Int32, and one larger value would crash the whole stage."""
+UTF8_BOM = b"\xef\xbb\xbf"
+"""Some editors and exporters start a UTF-8 file with it; it is not part of the first JSON line."""
+EVENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+"""What a quarantined ``event_id`` must look like to be stored (full match), else it is stored as null.
+
+Why: the quarantine keeps no raw text, and a rejected line's ``event_id`` may be exactly the
+bad value (an e-mail, a sentence, a megabyte). Real ids (``evt_<hex>``, UUIDs) match; no ``@``,
+no spaces, bounded length. The line stays identified by source_file, line_no and raw_sha256.
+"""
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_MICROSECOND = timedelta(microseconds=1)
 
 Invalid = tuple[RejectReason, str]
 
@@ -92,7 +107,8 @@ def parse_ts(value: str) -> int | None:
         return None
     if dt.tzinfo is None:
         return None
-    return int(dt.timestamp() * 1_000_000)
+    # integer arithmetic: a float (dt.timestamp()) loses microseconds outside ~1901-2255
+    return (dt - EPOCH) // ONE_MICROSECOND
 
 
 def _check_interaction(obj: dict[str, Any]) -> Invalid | None:
@@ -104,6 +120,8 @@ def _check_interaction(obj: dict[str, Any]) -> Invalid | None:
         return RejectReason.WRONG_TYPE, f"field 'turn' must be an integer, got {type(turn).__name__}"
     if isinstance(turn, int) and turn < 0:
         return RejectReason.INVALID_VALUE, "field 'turn' is negative"
+    if isinstance(turn, int) and turn > TURN_MAX:
+        return RejectReason.INVALID_VALUE, "field 'turn' is out of range"
     return None
 
 
@@ -209,13 +227,21 @@ def iter_raw(raw_dir: Path) -> Iterator[RawLine | tuple[str, str]]:
 
 
 def _iter_jsonl(path: Path, rel: str) -> Iterator[RawLine | tuple[str, str]]:
+    """Lines of a JSONL file (gzipped or not); a leading BOM is dropped from the first line.
+
+    Damaged gzip data raises ``zlib.error`` (not an ``OSError``): it quarantines the file too.
+    """
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
         with opener(path, "rb") as fh:
             for line_no, line in enumerate(fh, start=1):
+                if line_no == 1:
+                    line = line.removeprefix(UTF8_BOM)
                 yield RawLine(rel, line_no, line.rstrip(b"\r\n"))
     except (OSError, EOFError) as err:
         yield rel, f"cannot read file: {type(err).__name__}"
+    except zlib.error:
+        yield rel, "cannot read file: corrupt gzip data"
 
 
 def _iter_parquet(path: Path, rel: str) -> Iterator[RawLine | tuple[str, str]]:
@@ -272,11 +298,25 @@ _PART_COLUMNS: dict[str, dict[str, pl.DataType]] = {
 
 
 def _feedback_row(obj: dict[str, Any]) -> dict[str, Any]:
-    if obj["feedback_type"] == "comparison":
+    """The type-specific feedback columns, each taken only from the type that validates it.
+
+    A field of another type (a ``rating`` on an accept, an ``edited_text`` on a reject) was
+    never checked: it is dropped like any unknown field, so it can neither crash the typed
+    columns nor turn into an assistant answer downstream.
+    """
+    kind = obj["feedback_type"]
+    row: dict[str, Any] = {"output_id": None, "other_output_id": None, "rating": None, "edited_text": None}
+    if kind == "comparison":
         preferred = obj["preferred_output_id"]
-        other = next(i for i in obj["output_ids"] if i != preferred)
-        return {"output_id": preferred, "other_output_id": other}
-    return {"output_id": obj["output_id"], "rating": obj.get("rating"), "edited_text": obj.get("edited_text")}
+        row["output_id"] = preferred
+        row["other_output_id"] = next(i for i in obj["output_ids"] if i != preferred)
+        return row
+    row["output_id"] = obj["output_id"]
+    if kind == "rating":
+        row["rating"] = obj["rating"]
+    elif kind == "edit":
+        row["edited_text"] = obj["edited_text"]
+    return row
 
 
 def to_part_row(obj: dict[str, Any], line: RawLine, ts: int | None = None) -> dict[str, Any]:
@@ -345,12 +385,13 @@ def join_records(interactions: pl.LazyFrame, outputs: pl.LazyFrame, feedback: pl
         pl.col("event_id").alias("i_event"),
     )
     out = outputs.select(
-        "output_id", pl.col("interaction_id").alias("o_interaction"), pl.col("text").alias("output_text"),
-        "policy_id", "model_version", pl.col("event_id").alias("o_event"),
+        "output_id", pl.col("interaction_id").alias("o_interaction"), pl.col("tenant_id").alias("o_tenant"),
+        pl.col("text").alias("output_text"), "policy_id", "model_version", pl.col("event_id").alias("o_event"),
     )
     other = out.select(
         pl.col("output_id").alias("other_output_id"), pl.col("o_interaction").alias("x_interaction"),
-        pl.col("output_text").alias("other_output_text"), pl.col("o_event").alias("x_event"),
+        pl.col("o_tenant").alias("x_tenant"), pl.col("output_text").alias("other_output_text"),
+        pl.col("o_event").alias("x_event"),
     )
     joined = (
         feedback.join(inter, on="interaction_id", how="left")
@@ -358,12 +399,22 @@ def join_records(interactions: pl.LazyFrame, outputs: pl.LazyFrame, feedback: pl
         .join(other, on="other_output_id", how="left")
     )
     is_comparison = pl.col("feedback_type") == "comparison"
+    # an output's own tenant is checked too: one of another tenant is an orphan output, never joined
+    other_ok = (
+        pl.col("x_event").is_not_null()
+        & (pl.col("x_interaction") == pl.col("interaction_id"))
+        & (pl.col("x_tenant") == pl.col("tenant_id"))
+    )
     ok = (
         pl.col("i_event").is_not_null()
         & (pl.col("i_tenant") == pl.col("tenant_id"))
         & pl.col("o_event").is_not_null()
         & (pl.col("o_interaction") == pl.col("interaction_id"))
-        & (~is_comparison | (pl.col("x_event").is_not_null() & (pl.col("x_interaction") == pl.col("interaction_id"))))
+        & (pl.col("o_tenant") == pl.col("tenant_id"))
+        & (~is_comparison | other_ok)
+    )
+    output_of_other_tenant = (pl.col("o_tenant") != pl.col("tenant_id")) | (
+        is_comparison & (pl.col("x_tenant") != pl.col("tenant_id"))
     )
     records = joined.filter(ok).select(
         "event_id",
@@ -379,6 +430,7 @@ def join_records(interactions: pl.LazyFrame, outputs: pl.LazyFrame, feedback: pl
         "source_file", "line_no", "event_id", pl.lit("feedback").alias("event_type"),
         pl.when(pl.col("i_event").is_null()).then(pl.lit("interaction never arrived"))
         .when(pl.col("i_tenant") != pl.col("tenant_id")).then(pl.lit("tenant differs from its interaction's"))
+        .when(output_of_other_tenant).then(pl.lit("an output it names belongs to another tenant"))
         .otherwise(pl.lit("an output it names never arrived for this interaction")).alias("detail"),
     )
     return records, orphans
@@ -398,19 +450,59 @@ def orphan_outputs(interactions: pl.LazyFrame, outputs: pl.LazyFrame) -> pl.Lazy
 # --------------------------------------------------------------------------- stage
 
 
+_JSON_ESCAPE = re.compile(
+    r"(?P<units>\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4})"  # a pair, or one unit
+    r"|\\(?P<short>[\"\\/bfnrt])"
+)
+"""A complete JSON string escape; an incomplete one (``\\u12``, ``\\x``, a cut-off window) never matches."""
+_SHORT_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def _unescape_match(m: re.Match[str]) -> str:
+    if m["short"] is not None:
+        return _SHORT_ESCAPES[m["short"]]
+    # \uXXXX are UTF-16 code units: a surrogate pair joins into one character, a lone one becomes U+FFFD
+    return bytes.fromhex(m["units"].replace("\\u", "")).decode("utf-16-be", errors="replace")
+
+
+def _unescape_json(text: str) -> str:
+    """Turn the JSON string escapes in ``text`` back into the characters they stand for.
+
+    Why not ``orjson.loads``: a rejected line is often not valid JSON (truncated, or a
+    window cut from a long line), and its escapes must still be read. Anything that is
+    not a complete escape is left as it is; a lone surrogate becomes U+FFFD.
+    """
+    return _JSON_ESCAPE.sub(_unescape_match, text) if "\\" in text else text
+
+
 def _excerpt(raw: bytes, entities: list[str], placeholder_format: str) -> str:
     """A short, PII-scrubbed view of a rejected line (lazy import: pii loads resources)."""
     from pipelines.pii import scrub_text
 
     # scrub a wider window first, then cut: a cut made before scrubbing could leave half
-    # of a card number that no longer looks like one
-    text = raw[:EXCERPT_SCRUB_BYTES].decode("utf-8", errors="replace")
+    # of a card number that no longer looks like one. Escapes are read first: the scrubber
+    # cannot see "123-45-6789" in "SSN\t123-45-6789" or a name in "Jos\u00e9 Garc\u00eda".
+    text = _unescape_json(raw[:EXCERPT_SCRUB_BYTES].decode("utf-8", errors="replace"))
     return scrub_text(text, entities, placeholder_format)[0][:EXCERPT_CHARS]
+
+
+def _reject_event_id(value: str | None) -> str | None:
+    """``value`` when it looks like an identifier (see :data:`EVENT_ID_PATTERN`), else None."""
+    return value if value is not None and EVENT_ID_PATTERN.fullmatch(value) else None
+
+
+def _reject_event_type(value: str | None) -> str | None:
+    """``value`` when it is a known event type or identifier-shaped (``click``), else None: it may be any text."""
+    return value if value in EVENT_TYPES else _reject_event_id(value)
 
 
 @dataclass
 class RejectLog:
-    """The quarantine being built, plus its counts by reason."""
+    """The quarantine being built, plus its counts by reason.
+
+    ``event_id`` and ``event_type`` are kept only when they look like an identifier (or a
+    known type): the field may be the very reason a line was rejected, holding any text.
+    """
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
@@ -420,8 +512,8 @@ class RejectLog:
         self.counts[str(reason)] += 1
         self.rows.append({
             "source_file": source_file, "line_no": line_no, "raw_sha256": hashlib.sha256(raw).hexdigest(),
-            "event_id": event_id, "event_type": event_type, "reason": str(reason), "detail": detail,
-            "excerpt": excerpt,
+            "event_id": _reject_event_id(event_id), "event_type": _reject_event_type(event_type),
+            "reason": str(reason), "detail": detail, "excerpt": excerpt,
         })
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import calendar
+import gzip
 import json
+from datetime import datetime
 
 import polars as pl
 import pyarrow as pa
@@ -194,3 +197,127 @@ def test_timestamp_is_parsed_once_with_the_same_value():
     event = interaction("i1")
     bad, ts = ingest._validate(event, 100)
     assert bad is None and ts == ingest.parse_ts(event["ts"])
+
+
+@pytest.mark.parametrize(
+    "stray",
+    [
+        feedback("i1", "f1", "accept", output_id="o1", rating=1000),
+        feedback("i1", "f1", "accept", output_id="o1", rating="five"),
+        feedback("i1", "f1", "reject", output_id="o1", edited_text="STRAY TEXT", rating=5),
+        feedback("i1", "f1", "edit", output_id="o1", edited_text="x", rating=[1]),
+        feedback("i1", "f1", "accept", output_id="o1", other_output_id="o1"),
+    ],
+    ids=["accept-rating-too-big", "accept-rating-str", "reject-edited-text", "edit-rating-list", "accept-other"],
+)
+def test_fields_of_another_feedback_type_are_dropped(tmp_path, stray):
+    metrics, layout = _run(tmp_path, {"d.jsonl": [interaction("i1"), output("i1", "o1"), stray]})
+    record = pl.read_parquet(layout.records).row(0, named=True)
+    assert metrics["quarantined"] == 0 and metrics["records_out"] == 1
+    assert record["rating"] is None
+    assert record["other_output_id"] is None and record["other_output_text"] is None
+    assert (record["edited_text"] is not None) == (stray["feedback_type"] == "edit")
+
+
+@pytest.mark.parametrize(("turn", "reason"), [(ingest.TURN_MAX, None), (ingest.TURN_MAX + 1, RejectReason.INVALID_VALUE)])
+def test_turn_beyond_its_column_type_is_quarantined(tmp_path, turn, reason):
+    events = [interaction("i1", turn=turn), output("i1", "o1"), feedback("i1", "f1", "accept", output_id="o1")]
+    found = ingest.validate_event(events[0], 100)
+    assert (found[0] if found else None) == reason
+    metrics, _ = _run(tmp_path, {"d.jsonl": events})
+    assert metrics["lines_in"] == metrics["accepted"] + metrics["quarantined"]
+    if reason is not None:
+        assert found[1] == "field 'turn' is out of range"
+        assert metrics["quarantined_by_reason"] == {"invalid_value": 1, "orphan_output": 1, "orphan_feedback": 1}
+
+
+def test_corrupt_gzip_partition_is_quarantined_as_unreadable(tmp_path):
+    layout = Layout(tmp_path)
+    write_jsonl(layout.raw_dir / "a.jsonl", good_events())
+    data = bytearray(gzip.compress(b"\n".join(json.dumps(e).encode() for e in good_events())))
+    for i in range(20, 40):  # inside the deflate stream, after the 10-byte header
+        data[i] ^= 0xFF
+    (layout.raw_dir / "b.jsonl.gz").write_bytes(bytes(data))
+    metrics = ingest.run(Params(), layout)
+    assert metrics["quarantined_by_reason"].get("unreadable_file") == 1
+    assert "corrupt gzip" in pl.read_parquet(layout.rejects).filter(pl.col("line_no") == 0)["detail"][0]
+    assert metrics["lines_in"] == metrics["accepted"] + metrics["quarantined"]
+    assert pl.read_parquet(layout.records).height == 4
+
+
+@pytest.mark.parametrize("kind", ["accept", "comparison"])
+def test_an_output_of_another_tenant_is_never_joined(tmp_path, kind):
+    secret = "GLOBEX PRIVATE DRAFT"
+    fields = ({"output_id": "o1"} if kind == "accept" else {"output_ids": ["o0", "o1"], "preferred_output_id": "o0"})
+    events = [interaction("i1"), output("i1", "o0"), output("i1", "o1", tenant="globex", text=secret),
+              feedback("i1", "f1", kind, **fields)]
+    metrics, layout = _run(tmp_path, {"d.jsonl": events})
+    rejects = pl.read_parquet(layout.rejects)
+    assert pl.read_parquet(layout.records).height == 0
+    assert metrics["quarantined_by_reason"] == {"orphan_output": 1, "orphan_feedback": 1}
+    assert metrics["lines_in"] == metrics["accepted"] + metrics["quarantined"]
+    detail = rejects.filter(pl.col("reason") == "orphan_feedback")["detail"][0]
+    assert "another tenant" in detail
+
+
+def test_a_utf8_bom_at_the_start_of_a_file_is_ignored(tmp_path):
+    layout = Layout(tmp_path)
+    layout.raw_dir.mkdir(parents=True)
+    lines = [json.dumps(e, ensure_ascii=False).encode() for e in good_events()]
+    (layout.raw_dir / "d.jsonl").write_bytes(b"\xef\xbb\xbf" + b"\n".join(lines) + b"\n")
+    metrics = ingest.run(Params(), layout)
+    assert metrics["quarantined"] == 0
+    assert pl.read_parquet(layout.records).height == 4
+
+
+def test_reject_columns_keep_only_identifiers_never_raw_values(tmp_path):
+    bad_type = {**interaction("i1"), "event_type": f"please reply to {CANARY_EMAIL}"}
+    bad_ts = {**interaction("i2"), "event_id": CANARY_EMAIL, "ts": "yesterday"}
+    orphan = {**feedback("ghost", "f1", "accept", output_id="o1"), "event_id": f"{CANARY_EMAIL} x"}
+    metrics, layout = _run(tmp_path, {"d.jsonl": [bad_type, bad_ts, orphan]})
+    rejects = pl.read_parquet(layout.rejects)
+    assert metrics["quarantined"] == rejects.height == 3
+    assert not any(CANARY_EMAIL in str(v) for row in rejects.rows() for v in row)
+    assert rejects.select("event_id", "event_type").rows() == [("ev-i-i1", None), (None, "interaction"),
+                                                                (None, "feedback")]
+
+
+ESCAPED_PII = [
+    ("my SSN\t123-45-6789", "123-45-6789"),
+    ("Ship to:\n1600 Pennsylvania Avenue NW", "1600 Pennsylvania Avenue"),
+    ("Dear José García, your card", "Garc"),
+]
+
+
+@pytest.mark.parametrize(("text", "pii"), ESCAPED_PII, ids=["tab", "newline", "unicode-escape"])
+@pytest.mark.parametrize("truncated", [False, True], ids=["object", "truncated"])
+def test_pii_hidden_by_json_escapes_is_scrubbed_in_the_excerpt(tmp_path, text, pii, truncated):
+    bad = {"prompt": text, **interaction("i1"), "event_type": "click"}
+    bad["prompt"] = text  # first key, so it is inside the excerpt
+    line = json.dumps(bad)  # ASCII only: every non-ASCII letter is an escape
+    line = line[: line.index('"ts"')] if truncated else line
+    _, layout = _run(tmp_path, {"d.jsonl": [line]})
+    rejects = pl.read_parquet(layout.rejects)
+    assert rejects["reason"].to_list() == ["invalid_json" if truncated else "unknown_event_type"]
+    assert pii not in rejects["excerpt"][0]
+    assert "\\" not in rejects["excerpt"][0]  # no escape left to hide a value behind
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        (rb'"a\tb\nc\"d\\e\/f"', '"a\tb\nc"d\\e/f"'),
+        (rb'"\ud83d\ude00 \u00e9"', '"\U0001f600 \u00e9"'),
+        (rb'"\ud800x \udc00"', '"\ufffdx \ufffd"'),  # lone surrogates
+        (rb'"\\n \x \u12"', '"\\n \\x \\u12"'),  # an escaped backslash; unparseable escapes stay
+    ],
+)
+def test_excerpt_reads_json_escapes_as_characters(raw, shown):
+    assert ingest._excerpt(raw, [], "<{entity}>") == shown
+
+
+@pytest.mark.parametrize("ts", ["1500-11-10T09:00:00.000037+00:00", "1900-11-10T09:00:00.000037+00:00",
+                                "2300-11-10T09:00:00.000037+05:30", "9999-11-10T09:00:00.999999+00:00"])
+def test_timestamps_are_exact_to_the_microsecond(ts):
+    dt = datetime.fromisoformat(ts)
+    assert ingest.parse_ts(ts) == calendar.timegm(dt.utctimetuple()) * 1_000_000 + dt.microsecond
