@@ -309,14 +309,51 @@ def _dvc_lock_out_md5(lock: Path, out_path: str) -> str:
 # --------------------------------------------------------------------------- registry reads
 
 
+NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+"""MLflow error codes meaning "no such model, version or alias" (both stores, and a server relaying them).
+
+A missing model or version is ``RESOURCE_DOES_NOT_EXIST``; a missing alias, and a version
+that is not a number, ``INVALID_PARAMETER_VALUE``. A lost server or a 5xx is
+``INTERNAL_ERROR`` (or another code) and must not read as "not there".
+"""
+
+
+def is_not_found(err: Exception) -> bool:
+    """Whether an ``MlflowException`` says the thing asked for does not exist (not that the store failed)."""
+    return getattr(err, "error_code", None) in NOT_FOUND_CODES
+
+
 def alias_version(c: MlflowClient, name: str, alias: str) -> ModelVersion | None:
-    """The version behind ``alias``, or ``None`` when the model or alias does not exist."""
+    """The version behind ``alias``, or ``None`` when the model or alias does not exist.
+
+    Any other registry error is raised: read as "no champion", a transient server error
+    would let promote move ``champion`` without recording the outgoing one (no rollback)
+    and let evaluate compare a candidate with the base model instead of the champion.
+    """
     from mlflow.exceptions import MlflowException
 
     try:
         return c.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as err:
+        if is_not_found(err):
+            return None
+        raise
+
+
+def model_version(c: MlflowClient, name: str, version: str) -> ModelVersion | None:
+    """Version ``version`` of ``name`` (``"02"`` finds version 2), or ``None`` when it does not exist.
+
+    Callers compare ``str(result.version)``, the registry's own spelling, never the
+    argument. Registry errors other than "not found" are raised, as in :func:`alias_version`.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return c.get_model_version(name, str(version).strip())
+    except MlflowException as err:
+        if is_not_found(err):
+            return None
+        raise
 
 
 def resolve_champion(params: Params, layout: Layout) -> dict[str, Any] | None:

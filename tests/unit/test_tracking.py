@@ -87,3 +87,35 @@ def test_configure_checks_the_server_before_mlflow_is_pointed_at_it(tmp_path, mo
     with pytest.raises(T.TrackingUnavailable, match=uri):
         T.client(Layout(tmp_path))
     assert not (tmp_path / "mlflow").exists()
+
+
+def test_registry_reads_answer_none_only_for_a_missing_model_version_or_alias(tmp_path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    c = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    assert T.alias_version(c, "no-such-model", "champion") is None
+    c.create_registered_model("m")
+    assert T.alias_version(c, "m", "champion") is None
+    c.create_model_version("m", (tmp_path / "model").as_uri())
+    c.set_registered_model_alias("m", "champion", "1")
+    assert str(T.alias_version(c, "m", "champion").version) == "1"
+    # a version as typed is found under the registry's own number
+    assert str(T.model_version(c, "m", "01").version) == "1"
+    assert T.model_version(c, "m", "9") is None and T.model_version(c, "m", "one") is None
+    assert T.model_version(c, "no-such-model", "1") is None
+
+
+def test_registry_reads_raise_when_the_registry_does_not_answer(monkeypatch):
+    """A lost server is not "no champion": promote would move it without recording the old one."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    monkeypatch.setenv(T.ENV_MAX_RETRIES, "0")
+    monkeypatch.setenv(T.ENV_TIMEOUT, "2")
+    uri = f"http://127.0.0.1:{closed_port()}"
+    c = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with pytest.raises(MlflowException, match="Connection refused"):
+        T.alias_version(c, "m", "champion")
+    with pytest.raises(MlflowException, match="Connection refused"):
+        T.model_version(c, "m", "1")
