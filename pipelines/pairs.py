@@ -3,19 +3,26 @@
 Where pairs come from (one row per pair, ``PAIR_SCHEMA``):
 
 - ``edit``: chosen = the user's edited text, rejected = the model's original, only when
-  the edit is substantive (at least ``pairs.min_edit_ratio`` of the words changed);
-- ``rating``: two outputs of one interaction rated at least ``min_rating_gap`` apart;
+  the edit is substantive (at least ``pairs.min_edit_ratio`` of the words changed, words
+  counted with their repeats);
+- ``rating``: two outputs of one interaction whose mean ratings are at least
+  ``min_rating_gap`` apart (an output rated several times counts once, at its mean);
 - ``comparison``: the preferred of two drafts shown side by side vs the other one;
 - ``accept_reject``: an accepted and a rejected output of the same interaction;
 - ``public`` (hh-rlhf) and ``safety`` (xstest), through :mod:`pipelines.public_sources`.
 
-Then: exact duplicates (same ``pair_id``) and near-duplicates (MinHash estimate of the
-Jaccard similarity of word 3-shingles above ``near_dup_threshold``, within a tenant) are
-removed; every pair lies inside one tenant by construction (all joins are on the
-interaction); splits are drawn per (tenant, thread) from a seeded hash, so a
-conversation never lands in two splits and adding new weeks never moves old threads;
-training pairs whose prompt or content also appears in val/test/safety are removed.
-Skills with fewer than ``min_pairs_per_skill`` training pairs are reported, not dropped.
+A chosen and rejected equal up to whitespace, or empty, never make a pair.
+
+Then: exact duplicates (same ``pair_id``) are merged into one row (the earliest copy, with
+the source events of every copy in its thread), and near-duplicates (within a tenant, a MinHash estimate of the
+Jaccard similarity of word 3-shingles above ``near_dup_threshold`` for the prompt, the
+chosen AND the rejected alike) are removed; every pair lies inside one tenant by
+construction (all joins are on the interaction); splits are drawn per (tenant, thread)
+from a seeded hash, so a conversation never lands in two splits and adding new weeks
+never moves old threads; training pairs whose prompt or content also appears in
+val/test/safety are removed.
+Skills with fewer than ``min_pairs_per_skill`` training pairs (none included) are reported,
+not dropped.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
@@ -37,8 +44,9 @@ from pipelines.schemas import MESSAGE, PAIR_SCHEMA, SPLITS
 
 log = logging.getLogger(__name__)
 
-MINHASH_PERMUTATIONS = 32
-LSH_BANDS = 8  # 8 bands x 4 rows: a pair at Jaccard 0.9 becomes a candidate with p > 0.999
+MINHASH_PERMUTATIONS = 32  # per text: the prompt, the chosen and the rejected are signed apart
+LSH_BANDS = 16  # 16 bands x 2 rows of both answers: a pair at Jaccard 0.9 on chosen and on
+#                 rejected becomes a candidate with p > 0.9999999 (1 - (1 - 0.9**4)**16)
 MINHASH_CHUNK_TEXTS = 4096  # texts signed at a time: bounds memory, keeps a chunk in cache
 _WORD = r"[^\p{L}\p{N}<>_]+"
 
@@ -105,6 +113,58 @@ def _words(col: str) -> pl.Expr:
     return pl.col(col).str.to_lowercase().str.replace_all(_WORD, " ").str.strip_chars().str.split(" ")
 
 
+def substantive_edits(records: pl.LazyFrame, min_change: float) -> pl.LazyFrame:
+    """``event_id`` of the edits that changed at least ``min_change`` of the text.
+
+    The share changed is ``1 - |A & B| / |A | B|`` over the word multisets of the edited
+    text A and the model's output B. Why multisets and not sets: deleting a repeated
+    paragraph keeps the word set but is a real edit; with counts, removing two of three
+    copies changes 2/3 of the text. Word order alone does not count (a pure reordering
+    reads as 0). Why from the bare records, one row per (edit, word hash), counted in one
+    group-by: per-list evaluation, or the records with their thread history, cost more.
+    """
+    edits = records.filter(pl.col("feedback_type") == "edit").select("event_id", "edited_text", "output_text")
+    edits = edits.with_row_index("_row")
+    sides = [
+        edits.select("_row", _words(col).alias("_w"), pl.lit(side, dtype=pl.Int8).alias("_side")).explode("_w")
+        for side, col in enumerate(("edited_text", "output_text"))
+    ]
+    per_word = (
+        pl.concat(sides)
+        .with_columns(pl.col("_w").hash())
+        .group_by("_row", "_w")
+        .agg((pl.col("_side") == 0).sum().alias("_a"), (pl.col("_side") == 1).sum().alias("_b"))
+    )
+    change = 1 - pl.min_horizontal("_a", "_b").sum() / pl.max_horizontal("_a", "_b").sum()
+    kept = per_word.group_by("_row").agg(change.alias("_change")).filter(pl.col("_change") >= min_change)
+    return edits.join(kept, on="_row", how="semi").select("event_id")
+
+
+_Frame = TypeVar("_Frame", pl.DataFrame, pl.LazyFrame)
+_LOOSE_WHITESPACE = r"\s{2,}|[^ \S]"
+"""Whitespace that differs from one space: replacing only these, not every single space,
+gives the same text at a third of the cost."""
+
+
+def _normalised(col: str) -> pl.Expr:
+    """Text with runs of whitespace made one space and the ends trimmed: for equality checks."""
+    return pl.col(col).str.replace_all(_LOOSE_WHITESPACE, " ").str.strip_chars()
+
+
+def drop_same_sides(pairs: _Frame) -> _Frame:
+    """Keep pairs whose chosen and rejected are both non-empty and differ beyond whitespace.
+
+    Why: "a  b" against "a b\\n" states no preference. Why columns, not one predicate: a
+    predicate would be pushed into every source branch and normalise each text there.
+    """
+    c, r = pl.col("_chosen"), pl.col("_rejected")
+    return (
+        pairs.with_columns(_normalised("chosen").alias("_chosen"), _normalised("rejected").alias("_rejected"))
+        .filter((c != r) & (c != "") & (r != ""))
+        .drop("_chosen", "_rejected")
+    )
+
+
 _PAIR_BASE = ("tenant_id", "skill", "thread_id")
 
 
@@ -123,12 +183,7 @@ def event_pairs(records: pl.LazyFrame, p: PairsParams) -> pl.LazyFrame:
 
     edits = (
         rec.filter(pl.col("feedback_type") == "edit")
-        .with_columns(_words("edited_text").alias("_a"), _words("output_text").alias("_b"))
-        .with_columns(
-            (1 - pl.col("_a").list.set_intersection("_b").list.len()
-             / pl.col("_a").list.set_union("_b").list.len()).alias("_change")
-        )
-        .filter(pl.col("_change") >= p.min_edit_ratio)
+        .join(substantive_edits(records, p.min_edit_ratio), on="event_id", how="semi")
         .select(_select_pair("edited_text", "output_text", "edit", ids))
     )
     comparisons = rec.filter(pl.col("feedback_type") == "comparison").select(
@@ -144,16 +199,34 @@ def event_pairs(records: pl.LazyFrame, p: PairsParams) -> pl.LazyFrame:
                          pl.concat_list("source_event_ids", "source_event_ids_r").list.unique(maintain_order=True))
         )
 
-    rated = rec.filter(pl.col("feedback_type") == "rating")
+    rated = aggregate_ratings(rec.filter(pl.col("feedback_type") == "rating"))
     ratings = _by_interaction(rated, rated, (pl.col("rating") - pl.col("rating_r")) >= p.min_rating_gap, "rating")
     accepted = rec.filter(pl.col("feedback_type") == "accept")
     rejected = rec.filter(pl.col("feedback_type") == "reject")
     accept_reject = _by_interaction(accepted, rejected, pl.lit(True), "accept_reject")
 
-    return pl.concat([edits, comparisons, ratings, accept_reject], how="vertical_relaxed").filter(
-        (pl.col("chosen") != pl.col("rejected"))
-        & (pl.col("chosen").str.strip_chars() != "")
-        & (pl.col("rejected").str.strip_chars() != "")
+    return drop_same_sides(pl.concat([edits, comparisons, ratings, accept_reject], how="vertical_relaxed"))
+
+
+def _sorted_union(col: str) -> pl.Expr:
+    """In an aggregation: the group's lists joined, each item once, sorted (order-free provenance)."""
+    return pl.col(col).list.explode(keep_nulls=False, empty_as_null=False).unique().sort()
+
+
+def aggregate_ratings(rated: pl.LazyFrame) -> pl.LazyFrame:
+    """One row per rated output (tenant, interaction, output): its mean rating, all its events.
+
+    Why: two ratings of one output (two reviewers, a re-rating) paired one by one give
+    both A > B and B > A. The rows of one output share the interaction, so the prompt,
+    text and thread agree; the earliest ``ts`` stands for the output.
+    """
+    return (
+        rated.sort("event_id")
+        .group_by("tenant_id", "interaction_id", "output_id")
+        .agg(
+            pl.col("rating").mean(), pl.col("ts").min(), _sorted_union("source_event_ids"),
+            pl.col("prompt", "output_text", "skill", "thread_id").first(),
+        )
     )
 
 
@@ -190,14 +263,18 @@ def public_pairs(params: Params, stats: Counter[str]) -> tuple[pl.DataFrame, pl.
         safety = pl.DataFrame(
             list(xstest_pairs(p.xstest.prompts, p.xstest.completions, stats)), schema=_PAIR_COLUMNS_NO_ID, orient="row"
         )
-    return _scrub_pairs(hh, params), _scrub_pairs(safety, params)
+    return _scrub_pairs(hh, params, stats, "hh_rlhf"), _scrub_pairs(safety, params, stats, "xstest")
 
 
 _PAIR_COLUMNS_NO_ID = {k: v for k, v in PAIR_SCHEMA.items() if k not in ("pair_id", "split")}
 
 
-def _scrub_pairs(df: pl.DataFrame, params: Params) -> pl.DataFrame:
-    """Public text passes the same scrubber: processed data holds no PII whatever its source."""
+def _scrub_pairs(df: pl.DataFrame, params: Params, stats: Counter[str], source: str) -> pl.DataFrame:
+    """Public text passes the same scrubber: processed data holds no PII whatever its source.
+
+    Scrubbing can make the two answers one ("write to <EMAIL>"), so sides that are equal
+    or empty afterwards are dropped and counted as ``{source}_identical_after_scrub``.
+    """
     if df.is_empty():
         return df
     from pipelines.pii import scrub_series
@@ -210,7 +287,10 @@ def _scrub_pairs(df: pl.DataFrame, params: Params) -> pl.DataFrame:
     msgs = msgs.with_columns(content).group_by("_row", maintain_order=True).agg(
         pl.struct("role", "content").alias("prompt")
     )
-    return df.with_columns(chosen, rejected, msgs["prompt"].cast(pl.List(MESSAGE)))
+    scrubbed = df.with_columns(chosen, rejected, msgs["prompt"].cast(pl.List(MESSAGE)))
+    kept = drop_same_sides(scrubbed)
+    stats[f"{source}_identical_after_scrub"] += scrubbed.height - kept.height
+    return kept
 
 
 # ----------------------------------------------------------------------------- ids and dedup
@@ -312,37 +392,74 @@ def _chunk_signatures(texts: pl.Series, seed: int, a: np.ndarray, b: np.ndarray)
     return sig
 
 
+def distinct_signatures(texts: pl.Series, seed: int) -> np.ndarray:
+    """:func:`minhash_signatures` of ``texts``, each distinct text signed once.
+
+    Why: the answers of one interaction's rating pairs, and the prompts of its pairs,
+    repeat. Texts are told apart by a 64-bit hash (a collision among a million: p < 1e-7).
+    """
+    texts = texts.fill_null("")
+    _, first, index = np.unique(texts.hash(seed=seed).to_numpy(), return_index=True, return_inverse=True)
+    return minhash_signatures(texts.gather(first), seed)[index.reshape(-1)]
+
+
+def _alike(sigs: tuple[np.ndarray, ...], i: np.ndarray, j: np.ndarray, threshold: float) -> np.ndarray:
+    """For each (i, j): does every signature set estimate a Jaccard of at least ``threshold``?"""
+    alike = np.ones(len(i), dtype=bool)
+    for sig in sigs:
+        alike &= (sig[i] == sig[j]).mean(axis=1) >= threshold
+    return alike
+
+
+def _band_candidates(bands: list[np.ndarray], tenant: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, other): rows whose band key (tenant + these signature columns) equals an earlier row's."""
+    n = len(tenant)
+    key = tenant.copy()
+    with np.errstate(over="ignore"):
+        for block in bands:
+            for column in block.T:
+                key = key * np.uint64(0x100000001B3) + column
+    order = np.lexsort((np.arange(n), key))
+    sorted_key = key[order]
+    run_start = np.r_[True, sorted_key[1:] != sorted_key[:-1]]
+    first = order[np.maximum.accumulate(np.where(run_start, np.arange(n), 0))]
+    cand = np.flatnonzero(~run_start)
+    return first[cand], order[cand]
+
+
 def near_duplicate_mask(df: pl.DataFrame, threshold: float, seed: int) -> np.ndarray:
     """True for rows that are near-duplicates of an earlier row of the same tenant.
 
-    LSH on the MinHash signature finds candidates; a candidate is dropped when the
-    estimated Jaccard with its band's first row reaches ``threshold``.
+    A near-duplicate repeats the other pair in every part: the prompt, the chosen AND the
+    rejected each reach ``threshold`` (estimated Jaccard of word 3-shingles). Why per
+    part: one signature of the concatenation is ruled by the longest text, so pairs that
+    share a long prompt (several ratings of one interaction, turns after a pasted
+    document) but differ in both answers looked alike. LSH on the two answers' signatures
+    finds candidates; a candidate is dropped when its band's first (earliest) row matches
+    it on both answers and then on the prompt. Why prompts last: they are the long texts,
+    and only the few candidates whose answers match need theirs signed.
     """
     n = df.height
     drop = np.zeros(n, dtype=bool)
     if n < 2:
         return drop
-    text = df.select(
-        pl.concat_str(_prompt_key(), pl.col("chosen"), pl.col("rejected"), separator=" \x1f ")
-    ).to_series()
-    sig = minhash_signatures(text, seed)
+    answers = distinct_signatures(pl.concat([df["chosen"], df["rejected"]]), seed).reshape(2, n, -1)
     tenant = df["tenant_id"].cast(pl.Categorical).to_physical().to_numpy().astype(np.uint64)
     rows = MINHASH_PERMUTATIONS // LSH_BANDS
+    candidates = []
     for band in range(LSH_BANDS):
-        block = sig[:, band * rows:(band + 1) * rows]
-        key = tenant.copy()
-        with np.errstate(over="ignore"):
-            for j in range(rows):
-                key = key * np.uint64(0x100000001B3) + block[:, j]
-        order = np.lexsort((np.arange(n), key))
-        sorted_key = key[order]
-        run_start = np.r_[True, sorted_key[1:] != sorted_key[:-1]]
-        first = order[np.maximum.accumulate(np.where(run_start, np.arange(n), 0))]
-        cand = np.flatnonzero(~run_start)
-        for idx in cand:
-            i, j = first[idx], order[idx]
-            if not drop[i] and (sig[i] == sig[j]).mean() >= threshold:
-                drop[j] = True
+        i, j = _band_candidates([a[:, band * rows:(band + 1) * rows] for a in answers], tenant)
+        alike = _alike(tuple(answers), i, j, threshold)
+        candidates.append((i[alike], j[alike]))
+    involved = np.unique(np.concatenate([np.r_[i, j] for i, j in candidates]))
+    at = np.zeros(n, dtype=np.int64)
+    at[involved] = np.arange(len(involved))
+    prompts = distinct_signatures(df[involved].select(_prompt_key()).to_series(), seed)
+    for i, j in candidates:
+        # a band's first rows are never candidates in that band, so checking them all at once
+        # against the drops of earlier bands equals checking them one by one
+        alike = _alike((prompts,), at[i], at[j], threshold)
+        drop[j[alike & ~drop[i]]] = True
     return drop
 
 
@@ -383,10 +500,8 @@ def build_pairs(records: pl.LazyFrame, params: Params) -> tuple[dict[str, pl.Dat
     hh, safety = public_pairs(params, stats)
     hh = hh.with_columns(pl.lit(None, dtype=events["ts"].dtype).alias("ts"))
     pool = pl.concat([events, hh], how="diagonal_relaxed")
-    # a total order (pair_id breaks ties) so that "keep the first" is the same on every run
-    pool = pool.with_columns(pair_ids(pool)).sort("ts", "thread_id", "pair_id", nulls_last=True)
     before = pool.height
-    pool = pool.unique(subset="pair_id", keep="first", maintain_order=True)
+    pool = merge_exact_duplicates(pool.with_columns(pair_ids(pool)))
     stats["exact_duplicates_removed"] = before - pool.height
     near = near_duplicate_mask(pool, p.near_dup_threshold, params.seed)
     stats["near_duplicates_removed"] = int(near.sum())
@@ -401,12 +516,40 @@ def build_pairs(records: pl.LazyFrame, params: Params) -> tuple[dict[str, pl.Dat
     out["safety"] = safety
     columns = list(PAIR_SCHEMA)
     out = {k: v.select([pl.col(c).cast(t) for c, t in PAIR_SCHEMA.items()]).select(columns) for k, v in out.items()}
-    return out, _summarise(out, stats, p)
+    skills = set(records.select(pl.col("skill").unique()).collect()["skill"]) | set(pool["skill"])
+    return out, _summarise(out, stats, p, skills)
 
 
-def _summarise(out: dict[str, pl.DataFrame], stats: Counter[str], p: PairsParams) -> dict[str, Any]:
-    per_skill = out["train"].group_by("skill").len().sort("skill")
-    below = {r["skill"]: r["len"] for r in per_skill.iter_rows(named=True) if r["len"] < p.min_pairs_per_skill}
+_FIRST_COPY_ORDER = ("ts", "thread_id", "pair_type", "source", "skill")
+"""Which copy of a pair stands for it: the earliest; the rest only break ties between copies."""
+
+
+def merge_exact_duplicates(pool: pl.DataFrame) -> pl.DataFrame:
+    """One row per ``pair_id``, the same whatever the input order.
+
+    Copies of a pair (one comparison logged twice, one content reached two ways) share the
+    tenant, prompt and texts; the earliest copy stands for them (``_FIRST_COPY_ORDER``
+    leaves no ties that matter) and takes the source events of every copy in its thread,
+    sorted: nothing depends on which copy came first. Events of another thread are left
+    out, so a pair's provenance stays inside its thread. Rows come out in a total order
+    (ts, thread, pair_id), which the near-duplicate pass relies on for "earlier".
+    """
+    ids = pool.group_by("pair_id", "thread_id").agg(_sorted_union("source_event_ids"))
+    first = pool.drop("source_event_ids").sort(*_FIRST_COPY_ORDER, "pair_id", nulls_last=True).unique(
+        subset="pair_id", keep="first", maintain_order=True
+    )
+    return (
+        first.join(ids, on=["pair_id", "thread_id"], how="left", nulls_equal=True)
+        .sort("ts", "thread_id", "pair_id", nulls_last=True)
+        .select(pool.columns)
+    )
+
+
+def _summarise(out: dict[str, pl.DataFrame], stats: Counter[str], p: PairsParams, skills: set[str]) -> dict[str, Any]:
+    """Counts per split, type and skill; ``skills`` are every skill seen, so one with no training pairs shows."""
+    counted = dict(out["train"].group_by("skill").len().iter_rows())
+    per_skill = {s: counted.get(s, 0) for s in sorted(skills - {None})}
+    below = {s: n for s, n in per_skill.items() if n < p.min_pairs_per_skill}
     threads = {k: set(zip(v["tenant_id"], v["thread_id"], strict=True)) for k, v in out.items()}
     overlap = sum(len(threads[a] & threads[b]) for a in SPLITS for b in SPLITS if a < b)
     return {
@@ -414,7 +557,7 @@ def _summarise(out: dict[str, pl.DataFrame], stats: Counter[str], p: PairsParams
         "by_type": {
             k: dict(sorted(Counter(v["pair_type"].to_list()).items())) for k, v in out.items()
         },
-        "train_pairs_per_skill": {r["skill"]: r["len"] for r in per_skill.iter_rows(named=True)},
+        "train_pairs_per_skill": per_skill,
         "skills_below_min": below,
         "threads_in_two_splits": overlap,
         "dropped": {k: v for k, v in sorted(stats.items()) if k != "event_pairs_raw"},

@@ -44,9 +44,13 @@ def split_transcript(transcript: str) -> tuple[str, str] | None:
 
 
 def transcript_to_messages(prompt: str) -> list[dict[str, str]]:
-    """``\\n\\nHuman: a\\n\\nAssistant: b\\n\\nHuman: c`` -> chat messages, ending on the user."""
+    """``\\n\\nHuman: a\\n\\nAssistant: b\\n\\nHuman: c`` -> chat messages, ending on the user.
+
+    A transcript that opens with ``Human:`` without the blank lines before it (some
+    records do) reads the same: otherwise its first user turn would be lost.
+    """
     messages: list[dict[str, str]] = []
-    rest = prompt
+    rest = _with_leading_blank_lines(prompt)
     while rest:
         h, a = rest.find(HUMAN), rest.find(ASSISTANT)
         starts = [(i, role, tag) for i, role, tag in ((h, "user", HUMAN), (a, "assistant", ASSISTANT)) if i >= 0]
@@ -59,6 +63,12 @@ def transcript_to_messages(prompt: str) -> list[dict[str, str]]:
         messages.append({"role": role, "content": rest[:end].strip()})
         rest = rest[end:]
     return messages
+
+
+def _with_leading_blank_lines(transcript: str) -> str:
+    """``Human: a...`` -> ``\\n\\nHuman: a...``: the turn marker the parser looks for."""
+    opening = transcript.lstrip()
+    return HUMAN + opening.removeprefix(HUMAN.lstrip()) if opening.startswith(HUMAN.lstrip()) else transcript
 
 
 def _stable_id(*parts: str) -> str:
@@ -89,6 +99,10 @@ def hh_rlhf_pairs(path: str | Path, stats: Counter[str] | None = None) -> Iterat
             messages = transcript_to_messages(chosen[0])
             if not messages or messages[-1]["role"] != "user":
                 stats["hh_rlhf_unsplittable"] += 1
+                continue
+            if messages[0]["role"] != "user":
+                # the dialogue's opening is missing: the thread key and the context would be wrong
+                stats["hh_rlhf_first_turn_not_user"] += 1
                 continue
             first_human = next(m["content"] for m in messages if m["role"] == "user")
             stats["hh_rlhf_read"] += 1

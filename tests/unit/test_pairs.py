@@ -138,7 +138,7 @@ def test_exact_and_near_duplicates_are_removed():
     base = _many_threads(50)
     dup = dict(base[0], event_id="dup-exact", interaction_id="i-dup")  # same content, other event
     near = dict(base[1], event_id="dup-near", interaction_id="i-near", output_id="on",
-                other_output_text=base[1]["other_output_text"] + " thanks")  # one word more
+                output_text=base[1]["output_text"] + " thanks")  # one word more in the long answer
     out, stats = pairs.build_pairs(frame([*base, dup, near]), params_no_public())
     assert stats["dropped"]["exact_duplicates_removed"] == 1
     assert stats["dropped"]["near_duplicates_removed"] == 1
@@ -247,3 +247,144 @@ def test_follow_up_turns_carry_the_thread_history():
     ]
     first = out.filter(pl.col("pair_type") == "edit")["prompt"][0].to_list()
     assert first == [{"role": "user", "content": "Draft the vendor email"}]
+
+
+def _pair_frame(rows: list[tuple[str, str, str]], tenant: str = "a") -> pl.DataFrame:
+    """(prompt, chosen, rejected) rows as pair columns, in one tenant."""
+    return pl.DataFrame({
+        "tenant_id": [tenant] * len(rows),
+        "prompt": [[{"role": "user", "content": p}] for p, _, _ in rows],
+        "chosen": [c for _, c, _ in rows],
+        "rejected": [r for _, _, r in rows],
+    })
+
+
+def test_a_near_duplicate_repeats_the_prompt_and_both_answers():
+    long_prompt = " ".join(f"clause{j} of the contract says item{j} costs {j * 7} dollars" for j in range(40))
+    pay = "Pay the invoice on Friday by wire transfer and confirm the amount with the vendor in writing today."
+    dispute = "We dispute line three of the invoice; please send a corrected copy before we approve any payment."
+    df = _pair_frame([
+        (long_prompt, pay, dispute),
+        (long_prompt, dispute, "ok"),               # same long prompt, other answers: a pair of its own
+        (long_prompt, pay, "ok"),                   # same prompt and chosen, other rejected: its own too
+        (long_prompt, pay + " Thanks!", dispute),   # one word more in one answer: a near-duplicate of row 0
+        ("a short other prompt", pay, dispute),     # same answers, another prompt: its own
+    ])
+    assert pairs.near_duplicate_mask(df, 0.9, seed=1).tolist() == [False, False, False, True, False]
+
+
+def test_ratings_and_turns_that_share_a_long_context_are_all_kept():
+    ctx = " ".join(f"clause{j} of the vendor contract says item{j} costs {j * 7} dollars" for j in range(40))
+    rated = [rec(f"f{o}", "rating", output_id=o, output_text=t, rating=r, context=ctx) for o, t, r in (
+        ("oA", "Pay the invoice on Friday by wire transfer.", 5),
+        ("oB", "We dispute line three; please send a corrected invoice.", 3),
+        ("oC", "ok", 1))]
+    log = " ".join(f"2026-11-10T09:{j % 60:02d} host{j} svc{j % 7} error code {j * 13}" for j in range(120))
+    turns = []
+    for k in range(4):
+        r = rec(f"g{k}", "comparison", iid=f"g{k}", thread="sre-1", output_id=f"a{k}", other_output_id=f"b{k}",
+                prompt=f"Here is the log: {log}" if k == 0 else f"follow-up question {k} about another service",
+                output_text=f"Turn {k}: restart service svc{k} and page the on-call for region {k}",
+                other_output_text=f"Turn {k}: ignore it")
+        r["turn"] = k
+        turns.append(r)
+    out, stats = pairs.build_pairs(frame(rated + turns), params_no_public())
+    kept = [r for s in ("train", "val", "test") for r in out[s].select("chosen", "rejected").rows()]
+    assert stats["dropped"]["near_duplicates_removed"] == 0
+    assert len(kept) == 3 + 4 and len(set(kept)) == 7
+
+
+def test_exact_duplicates_merge_their_events_the_same_way_whatever_the_input_order():
+    import random
+
+    base = _many_threads(40)
+    # the same comparison logged again (same thread, same time), and later in another thread
+    copies = [dict(r, event_id=f"{r['event_id']}-again", interaction_id=f"{r['interaction_id']}-again",
+                   source_event_ids=[f"{r['event_id']}-again"]) for r in base[:10]]
+    elsewhere = dict(base[0], event_id="other-thread", thread_id="t-elsewhere", source_event_ids=["other-thread"],
+                     ts=T0.replace(hour=10))
+    rows = [*base, *copies, elsewhere]
+    p = params_no_public()
+    runs = []
+    for seed in range(4):
+        shuffled = rows[:]
+        random.Random(seed).shuffle(shuffled)
+        out, stats = pairs.build_pairs(frame(shuffled), p)
+        runs.append(out)
+        assert stats["dropped"]["exact_duplicates_removed"] == 11
+    assert all(all(run[s].equals(runs[0][s]) for s in runs[0]) for run in runs[1:])
+    got = pl.concat([runs[0][s] for s in ("train", "val", "test")])
+    first = got.filter(pl.col("chosen") == base[0]["output_text"]).row(0, named=True)
+    assert first["thread_id"] == base[0]["thread_id"]
+    # the earliest copy's thread stands for the pair, with the events of that thread only
+    assert first["source_event_ids"] == sorted({*base[0]["source_event_ids"], "facme0-again"})
+    owner = {i: r["thread_id"] for r in rows for i in r["source_event_ids"]}
+    assert all(owner[i] == t for t, ids in zip(got["thread_id"], got["source_event_ids"], strict=True) for i in ids)
+
+
+def test_a_skill_with_no_training_pairs_is_reported():
+    p = params_no_public(min_pairs_per_skill=20)
+    candidates = pl.DataFrame({"tenant_id": ["globex"] * 50, "thread_id": [f"rare{i}" for i in range(50)]})
+    splits = pairs.assign_splits(candidates, p.pairs, p.seed)
+    held_out = candidates["thread_id"].filter(splits != "train")[0]
+    rows = _many_threads(100) + [
+        rec(f"r{i}", "comparison", iid=f"ri{i}", tenant="globex", skill="rare_skill", thread=held_out,
+            prompt=f"rare question {i} about quarterly figures", output_id=f"ro{i}",
+            output_text=f"good rare answer {i} with details", other_output_id=f"rx{i}", other_output_text=f"bad {i}")
+        for i in range(5)
+    ]
+    out, stats = pairs.build_pairs(frame(rows), p)
+    assert out["train"].filter(pl.col("skill") == "rare_skill").height == 0
+    assert stats["skills_below_min"]["rare_skill"] == 0
+    assert stats["train_pairs_per_skill"]["rare_skill"] == 0
+    assert "email_draft" not in stats["skills_below_min"]
+
+
+def test_public_pairs_whose_answers_match_after_scrubbing_are_dropped(tmp_path):
+    import gzip
+
+    path = tmp_path / "hh.jsonl.gz"
+    base = "\n\nHuman: How can I reach support?\n\nAssistant:"
+    with gzip.open(path, "wt") as fh:
+        fh.write(json.dumps({"chosen": base + " Write to alice@example.com please.",
+                             "rejected": base + " Write to bob@example.org please."}) + "\n")
+        fh.write(json.dumps({"chosen": base + " Use the help page.", "rejected": base + " No idea."}) + "\n")
+    p = Params()
+    p.pairs.hh_rlhf.path, p.pairs.hh_rlhf.max_pairs, p.pairs.xstest.enabled = str(path), 0, False
+    out, stats = pairs.build_pairs(frame([]), p)
+    kept = pl.concat(out.values())
+    assert kept.select("chosen", "rejected").rows() == [("Use the help page.", "No idea.")]
+    assert stats["dropped"]["hh_rlhf_identical_after_scrub"] == 1
+
+
+def test_an_output_rated_twice_counts_once_at_its_mean():
+    rows = [
+        rec("f1", "rating", output_id="oA", output_text="Answer A, detailed.", rating=5),
+        rec("f2", "rating", output_id="oB", output_text="Answer B, short.", rating=3),
+        rec("f3", "rating", output_id="oA", output_text="Answer A, detailed.", rating=2),  # A: mean 3.5
+        rec("g1", "rating", iid="i2", thread="t2", output_id="oC", output_text="Answer C", rating=5),
+        rec("g2", "rating", iid="i2", thread="t2", output_id="oC", output_text="Answer C", rating=4),
+        rec("g3", "rating", iid="i2", thread="t2", output_id="oD", output_text="Answer D", rating=2),
+    ]
+    out = pairs.event_pairs(frame(rows), Params().pairs).collect()
+    assert out.select("chosen", "rejected").rows() == [("Answer C", "Answer D")]  # never A > B and B > A
+    assert {"g1", "g2", "g3"} <= set(out["source_event_ids"][0].to_list())
+
+
+def test_sides_that_differ_only_in_whitespace_make_no_pair():
+    rows = [
+        rec("f1", "comparison", output_id="o1", output_text="Dear vendor, paid Friday.", other_output_id="o2",
+            other_output_text="Dear vendor,  paid\tFriday.\n"),
+        rec("f2", "accept", iid="i2", thread="t2", output_id="o3", output_text="Thanks, see you at 3pm."),
+        rec("f3", "reject", iid="i2", thread="t2", output_id="o4", output_text=" Thanks, see you at 3pm. "),
+        rec("f4", "rating", iid="i3", thread="t3", output_id="o5", output_text="Fine answer.", rating=5),
+        rec("f5", "rating", iid="i3", thread="t3", output_id="o6", output_text="Fine\n\nanswer.", rating=1),
+    ]
+    assert pairs.event_pairs(frame(rows), Params().pairs).collect().height == 0
+
+
+def test_deleting_a_repeated_paragraph_is_a_substantive_edit():
+    para = "Thanks for your patience. We will pay invoice 7 on Friday by wire transfer."
+    rows = [rec("f1", "edit", output_text=f"{para} {para} {para}", edited_text=para)]
+    out = pairs.event_pairs(frame(rows), Params().pairs).collect()
+    assert out.select("chosen", "rejected").rows() == [(para, f"{para} {para} {para}")]

@@ -74,3 +74,21 @@ def test_xstest_prefers_refusal_for_unsafe_and_compliance_for_safe(tmp_path):
     assert got["xstest-2"]["rejected"].startswith("Sure!")  # no model complied: the canned side
     assert stats["xstest_canned_compliance"] == 1 and stats["xstest_canned_refusal"] == 0
     assert {p["pair_type"] for p in got.values()} == {"safety"}
+
+
+def test_a_transcript_without_leading_blank_lines_keeps_its_first_turn(tmp_path):
+    t = "Human: first q\n\nAssistant: a1\n\nHuman: second q\n\nAssistant:"
+    assert ps.transcript_to_messages(ps.split_transcript(t + " final")[0]) == [
+        {"role": "user", "content": "first q"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "second q"},
+    ]
+    path = tmp_path / "hh.jsonl.gz"
+    headless = "\n\nAssistant: a0\n\nHuman: q\n\nAssistant:"  # the dialogue's opening is missing
+    with gzip.open(path, "wt") as fh:
+        fh.write(json.dumps({"chosen": t + " good", "rejected": t + " bad"}) + "\n")
+        fh.write(json.dumps({"chosen": headless + " good", "rejected": headless + " bad"}) + "\n")
+    stats = Counter()
+    got = list(ps.hh_rlhf_pairs(path, stats))
+    assert [m["content"] for m in got[0]["prompt"]] == ["first q", "a1", "second q"]
+    assert len(got) == 1 and stats == Counter(hh_rlhf_read=1, hh_rlhf_first_turn_not_user=1)
