@@ -2,7 +2,8 @@
 
 Reads every ``*.jsonl``, ``*.jsonl.gz`` and ``*.parquet`` file under the raw folder (daily
 partitions, in name order), validates each line against the event contract in
-:mod:`pipelines.schemas`, drops replays by ``event_id`` (the first occurrence wins), and
+:mod:`pipelines.schemas` (id fields must be identifier-shaped: they are never scrubbed, see
+:data:`IDENTIFIER_PATTERN`), drops replays by ``event_id`` (the first occurrence wins), and
 joins feedback to its interaction and output(s). Every line that is not accepted goes to
 the quarantine with a reason code, so ``lines_in == accepted + quarantined`` always holds.
 
@@ -55,13 +56,20 @@ TURN_MAX = 2**31 - 1
 """Largest ``turn`` accepted: the column is Int32, and one larger value would crash the whole stage."""
 UTF8_BOM = b"\xef\xbb\xbf"
 """Some editors and exporters start a UTF-8 file with it; it is not part of the first JSON line."""
-EVENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
-"""What a quarantined ``event_id`` must look like to be stored (full match), else it is stored as null.
+IDENTIFIER_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+"""What every id field, ``policy_id`` and ``model_version`` must look like (full match), else the line is quarantined.
 
-Why: the quarantine keeps no raw text, and a rejected line's ``event_id`` may be exactly the
-bad value (an e-mail, a sentence, a megabyte). Real ids (``evt_<hex>``, UUIDs) match; no ``@``,
-no spaces, bounded length. The line stays identified by source_file, line_no and raw_sha256.
+Why: these columns are never scrubbed (only the free text is), yet they reach
+``data/scrubbed`` and the pairs; an app that uses an e-mail as its thread id, or a note
+with a name and a phone number as its model version, would leak PII through them. Real
+ids (``evt_<hex>``, UUIDs, ``email_draft``, ``dpo-prod``, ``2026.11.02-rc1``) match; no
+``@``, no ``/``, no spaces or other punctuation, bounded length. The same pattern decides
+whether a quarantined line's ``event_id`` may be stored (else it is stored as null): the
+line stays identified by source_file, line_no and raw_sha256.
 """
+ID_FIELDS = ("event_id", "tenant_id", "skill", "thread_id", "interaction_id")
+"""The common fields held to :data:`IDENTIFIER_PATTERN` (per type: output ids, ``policy_id``, ``model_version``)."""
+NOT_AN_IDENTIFIER = "is not an identifier: letters, digits and _ . : - only, at most 128 characters"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MICROSECOND = timedelta(microseconds=1)
 
@@ -82,6 +90,19 @@ def _require_str(obj: dict[str, Any], name: str) -> Invalid | None:
     if not value.strip():
         return RejectReason.INVALID_VALUE, f"field '{name}' is empty"
     return None
+
+
+def _not_identifier(name: str) -> Invalid:
+    """The reject for an id field that is not identifier-shaped; it names the field, never the value."""
+    return RejectReason.INVALID_VALUE, f"field '{name}' {NOT_AN_IDENTIFIER}"
+
+
+def _require_id(obj: dict[str, Any], name: str) -> Invalid | None:
+    """A required string that is an identifier (see :data:`IDENTIFIER_PATTERN`)."""
+    bad = _require_str(obj, name)
+    if bad:
+        return bad
+    return None if IDENTIFIER_PATTERN.fullmatch(obj[name]) else _not_identifier(name)
 
 
 def _optional_str(obj: dict[str, Any], name: str) -> Invalid | None:
@@ -126,11 +147,16 @@ def _check_interaction(obj: dict[str, Any]) -> Invalid | None:
 
 
 def _check_output(obj: dict[str, Any]) -> Invalid | None:
-    for name in ("output_id", "text", "policy_id"):
-        bad = _require_str(obj, name)
-        if bad:
-            return bad
-    return _optional_str(obj, "model_version")
+    bad = _require_id(obj, "output_id") or _require_str(obj, "text") or _require_id(obj, "policy_id")
+    if bad:
+        return bad
+    bad = _optional_str(obj, "model_version")
+    if bad:
+        return bad
+    version = obj.get("model_version")
+    if version is not None and not IDENTIFIER_PATTERN.fullmatch(version):
+        return _not_identifier("model_version")
+    return None
 
 
 def _check_feedback(obj: dict[str, Any]) -> Invalid | None:
@@ -145,15 +171,17 @@ def _check_feedback(obj: dict[str, Any]) -> Invalid | None:
             return RejectReason.MISSING_FIELD, "missing required field 'output_ids'"
         if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
             return RejectReason.WRONG_TYPE, "field 'output_ids' must be a list of strings"
+        if not all(IDENTIFIER_PATTERN.fullmatch(i) for i in ids):
+            return RejectReason.INVALID_VALUE, f"an item of field 'output_ids' {NOT_AN_IDENTIFIER}"
         if len(ids) != 2 or ids[0] == ids[1]:
             return RejectReason.INVALID_VALUE, "field 'output_ids' must name two distinct outputs"
-        bad = _require_str(obj, "preferred_output_id")
+        bad = _require_id(obj, "preferred_output_id")
         if bad:
             return bad
         if obj["preferred_output_id"] not in ids:
             return RejectReason.INVALID_VALUE, "preferred_output_id is not one of output_ids"
         return None
-    bad = _require_str(obj, "output_id")
+    bad = _require_id(obj, "output_id")
     if bad:
         return bad
     if kind == "edit":
@@ -198,6 +226,9 @@ def _validate(obj: Any, max_text_chars: int) -> tuple[Invalid | None, int | None
     ts = parse_ts(obj["ts"])
     if ts is None:
         return (RejectReason.BAD_TIMESTAMP, "field 'ts' is not ISO-8601 with a time zone"), None
+    for name in ID_FIELDS:
+        if not IDENTIFIER_PATTERN.fullmatch(obj[name]):
+            return _not_identifier(name), None
     return _check_text_len(obj, _TEXT_FIELDS, max_text_chars) or _TYPE_CHECKS[obj["event_type"]](obj), ts
 
 
@@ -487,8 +518,8 @@ def _excerpt(raw: bytes, entities: list[str], placeholder_format: str) -> str:
 
 
 def _reject_event_id(value: str | None) -> str | None:
-    """``value`` when it looks like an identifier (see :data:`EVENT_ID_PATTERN`), else None."""
-    return value if value is not None and EVENT_ID_PATTERN.fullmatch(value) else None
+    """``value`` when it looks like an identifier (see :data:`IDENTIFIER_PATTERN`), else None."""
+    return value if value is not None and IDENTIFIER_PATTERN.fullmatch(value) else None
 
 
 def _reject_event_type(value: str | None) -> str | None:

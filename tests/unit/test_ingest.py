@@ -321,3 +321,71 @@ def test_excerpt_reads_json_escapes_as_characters(raw, shown):
 def test_timestamps_are_exact_to_the_microsecond(ts):
     dt = datetime.fromisoformat(ts)
     assert ingest.parse_ts(ts) == calendar.timegm(dt.utctimetuple()) * 1_000_000 + dt.microsecond
+
+
+# --------------------------------------------------------------------------- identifier fields
+
+ID_PII = [  # (field, value, pieces of PII that must reach no output)
+    ("thread_id", "maria.garcia@example.com/2026-11-02", ["maria.garcia@example.com", "maria.garcia@"]),
+    ("model_version", "Siobhan Murphy's hotfix, call (415) 555-0134", ["Siobhan", "Murphy", "555-0134"]),
+    ("skill", "email draft for Maria Garcia", ["Maria Garcia", "Garcia"]),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "pii"), ID_PII, ids=[f for f, _, _ in ID_PII])
+def test_pii_in_an_id_field_is_quarantined_and_kept_nowhere(tmp_path, name, value, pii):
+    # one conversation carries the value in every event that has the field
+    conversation = [interaction("i30"), output("i30", "o30"), feedback("i30", "f30", "accept", output_id="o30")]
+    changed = 0
+    for event in conversation:
+        if name in event or event["event_type"] == "output":
+            event[name] = value
+            changed += 1
+    metrics, layout = _run(tmp_path, {"d.jsonl": [*good_events(), *conversation]})
+    expected = {"invalid_value": changed}
+    if name not in conversation[2]:  # only the output carries it: the feedback names a quarantined output
+        expected["orphan_feedback"] = 1
+    assert metrics["quarantined_by_reason"] == expected
+    assert metrics["lines_in"] == metrics["accepted"] + metrics["quarantined"] == len(good_events()) + 3
+    assert metrics["quarantined"] == sum(expected.values())
+    rejects, records = pl.read_parquet(layout.rejects), pl.read_parquet(layout.records)
+    assert records.height == 4 and rejects.height == metrics["quarantined"]
+    invalid = rejects.filter(pl.col("reason") == "invalid_value")
+    assert invalid["detail"].to_list() == [f"field '{name}' {ingest.NOT_AN_IDENTIFIER}"] * changed
+    for frame in (rejects, records):
+        cells = [str(v) for row in frame.rows() for v in row]
+        assert not any(piece in cell for piece in [value, *pii] for cell in cells)
+
+
+ID_FIELD_EVENTS = {
+    "event_id": interaction("i1"), "tenant_id": interaction("i1"), "skill": interaction("i1"),
+    "thread_id": interaction("i1"), "interaction_id": interaction("i1"), "policy_id": output("i1", "o1"),
+    "model_version": output("i1", "o1"), "output_id": feedback("i1", "f1", "accept", output_id="o1"),
+}
+NOT_IDENTIFIERS = ["a@b.example", "two words", "tenant/thread", "x" * 129, "-leading", "café", "a\nb", "semi;colon"]
+
+
+@pytest.mark.parametrize("bad", NOT_IDENTIFIERS)
+@pytest.mark.parametrize("name", sorted(ID_FIELD_EVENTS))
+def test_every_id_field_must_be_an_identifier(name, bad):
+    event = {**ID_FIELD_EVENTS[name], name: bad}
+    assert ingest.validate_event(event, 100) == (RejectReason.INVALID_VALUE, f"field '{name}' {ingest.NOT_AN_IDENTIFIER}")
+
+
+@pytest.mark.parametrize("bad", NOT_IDENTIFIERS)
+def test_comparison_output_ids_must_be_identifiers(bad):
+    listed = feedback("i1", "f1", "comparison", output_ids=["o1", bad], preferred_output_id="o1")
+    reason, detail = ingest.validate_event(listed, 100)
+    assert reason == RejectReason.INVALID_VALUE and "'output_ids'" in detail and bad not in detail
+    preferred = feedback("i1", "f1", "comparison", output_ids=["o1", "o2"], preferred_output_id=bad)
+    assert ingest.validate_event(preferred, 100) == (
+        RejectReason.INVALID_VALUE, f"field 'preferred_output_id' {ingest.NOT_AN_IDENTIFIER}")
+
+
+@pytest.mark.parametrize("good", ["evt_0123456789abcdef01234567", "3f2b8a4e-9c1d-4e5f-8a7b-6c5d4e3f2a1b", "dpo-prod",
+                                  "2026.11.02-rc1", "email_draft", "ns:thread:42", "x" * 128, "7"])
+def test_identifier_shaped_values_are_accepted(good):
+    for name, base in ID_FIELD_EVENTS.items():
+        assert ingest.validate_event({**base, name: good}, 100) is None, name
+    cmp = feedback("i1", "f1", "comparison", output_ids=["o1", good], preferred_output_id=good)
+    assert ingest.validate_event(cmp, 100) is None
