@@ -25,17 +25,23 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 5.0
 MAX_TEXT = 2800  # a section's text may hold 3,000 characters
 MAX_FIELD = 1900  # a field may hold 2,000
+MAX_CONTEXT = 2900  # a context element's text may hold 3,000: every link together
+MAX_LINK = 2800  # one URL; a longer one (a presigned URL) is dropped, never cut into a broken link
+MAX_LABEL = 80
+LINK_SEPARATOR = "  •  "
 
 Link = tuple[str, str]
 """``(label, url)`` shown in the message's context line."""
@@ -157,14 +163,55 @@ def _section(text: str) -> dict[str, Any]:
 
 
 def _links(links: Sequence[Link] | None) -> list[dict[str, Any]]:
-    parts = [f"<{url}|{escape(label)}>" for label, url in links or [] if url and _is_http(url)]
+    """The context line of links: credentials stripped, each link whole, within Slack's limit.
+
+    Why drop rather than cut: a cut URL is a broken link; a message over the limit is
+    rejected by Slack as a whole, and the alert is lost.
+    """
+    parts: list[str] = []
+    size = 0
+    for label, url in links or []:
+        part = _link(label, url)
+        if part is None:
+            continue
+        if size + len(part) + len(LINK_SEPARATOR) > MAX_CONTEXT:
+            log.warning("Slack link %r left out: the links would exceed %d characters", label, MAX_CONTEXT)
+            continue
+        parts.append(part)
+        size += len(part) + len(LINK_SEPARATOR)
     if not parts:
         return []
-    return [{"type": "context", "elements": [{"type": "mrkdwn", "text": "  •  ".join(parts)}]}]
+    return [{"type": "context", "elements": [{"type": "mrkdwn", "text": LINK_SEPARATOR.join(parts)}]}]
+
+
+def _link(label: str, url: str | None) -> str | None:
+    """``<url|label>`` for an http(s) URL without credentials; None (logged when too long) otherwise."""
+    safe = without_userinfo(url) if url and _is_http(url) else None
+    if safe is None:
+        return None
+    if len(safe) > MAX_LINK:
+        log.warning("Slack link %r left out: its URL has %d characters (at most %d)", label, len(safe), MAX_LINK)
+        return None
+    return f"<{safe}|{escape(' '.join(str(label).split())[:MAX_LABEL])}>"
 
 
 def _is_http(url: str) -> bool:
     return url.startswith(("http://", "https://")) and not re.search(r"[\s<>|]", url)
+
+
+def without_userinfo(url: str) -> str | None:
+    """``url`` without ``user:password@`` (None when it does not parse).
+
+    Why: MLFLOW_TRACKING_URI may carry basic-auth credentials, and a link built from
+    it would post them to every channel member.
+    """
+    try:
+        parts = urlsplit(url)
+        if "@" not in parts.netloc:
+            return url
+        return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    except ValueError:      # e.g. a malformed IPv6 host
+        return None
 
 
 def _message(kind: str, text: str, blocks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -290,10 +337,30 @@ def mlflow_run_url(run_id: str | None, ui_base: str | None = None) -> str | None
     base = ui_base or os.environ.get("MLFLOW_UI_URL", "").strip() or os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     if not base.startswith(("http://", "https://")):
         return None
-    return f"{base.rstrip('/')}/#/runs/{run_id}"
+    safe = without_userinfo(base)
+    return f"{safe.rstrip('/')}/#/runs/{run_id}" if safe else None
 
 
 # ---------------------------------------------------------------------------- sending
+
+
+def timeout_seconds(timeout: Any = None) -> int:
+    """Whole seconds for the Slack client: ``timeout``, else ``$SLACK_TIMEOUT_S``, else the default.
+
+    Why the checks: ``round()`` raises on NaN and infinity, and a zero or negative
+    timeout is no timeout; any of them falls back to the default with a warning.
+    """
+    raw = os.environ.get("SLACK_TIMEOUT_S", "").strip() if timeout is None else timeout
+    if raw in ("", None):
+        return round(DEFAULT_TIMEOUT_S)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        log.warning("Slack timeout %r is not a positive number of seconds; using %g", raw, DEFAULT_TIMEOUT_S)
+        value = DEFAULT_TIMEOUT_S
+    return max(1, round(value))
 
 
 def send(message: Mapping[str, Any], target: SlackTarget | None = None, timeout: float | None = None) -> bool:
@@ -310,14 +377,9 @@ def send(message: Mapping[str, Any], target: SlackTarget | None = None, timeout:
     if target is None:
         log.warning("Slack not configured: %s alert not sent (set SLACK_WEBHOOK_URL or a connection)", kind)
         return False
-    if timeout is None:
-        try:
-            timeout = float(os.environ.get("SLACK_TIMEOUT_S", DEFAULT_TIMEOUT_S))
-        except ValueError:
-            timeout = DEFAULT_TIMEOUT_S
-    seconds = max(1, round(timeout))
-    text, blocks = str(message.get("text", "")), list(message.get("blocks", []))
     try:
+        seconds = timeout_seconds(timeout)
+        text, blocks = str(message.get("text", "")), list(message.get("blocks", []))
         if target.webhook_url:
             from slack_sdk.webhook import WebhookClient
 

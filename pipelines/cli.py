@@ -50,24 +50,37 @@ def _setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+EXIT_CONFIG = 2
+"""A params file or override that does not validate: fix it, then rerun."""
+EXIT_UNAVAILABLE = 3
+"""A service (the tracking server) is down: retry later, nothing to fix here."""
+
+
+def _fail(command: str, err: object, code: int) -> typer.Exit:
+    """Print ``<command>: <message>`` as one line on stderr; return the exit to raise.
+
+    Why one line with the command's name: the orchestrator reports this line (not
+    DVC's generic "failed to reproduce") as the stage's error, and finds it by that prefix.
+    """
+    typer.echo(f"{command}: {' '.join(str(err).split())}", err=True)
+    return typer.Exit(code)
+
+
 def _run(stage: str, params_path: Path, overrides: list[str] | None, root: Path) -> None:
     _setup_logging()
     try:
         params = load_params(params_path, dict(parse_override(o) for o in overrides or []))
     except ConfigError as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(2) from None
+        raise _fail(stage, err, EXIT_CONFIG) from None
     try:
         metrics = resolve(stage)(params, Layout(root))
-    except TrackingUnavailable as err:  # a service is down: one line, and 3 (retry later, nothing to fix here)
-        typer.echo(f"{stage}: {err}", err=True)
-        raise typer.Exit(3) from None
+    except TrackingUnavailable as err:
+        raise _fail(stage, err, EXIT_UNAVAILABLE) from None
     except Exception as err:  # the server lost mid-stage is the same case; anything else keeps its traceback
         lost = lost_server(err, tracking_uri(Layout(root)))
         if lost is None:
             raise
-        typer.echo(f"{stage}: {lost}", err=True)
-        raise typer.Exit(3) from None
+        raise _fail(stage, lost, EXIT_UNAVAILABLE) from None
     typer.echo(json.dumps(metrics, indent=2, sort_keys=True, default=str))
 
 

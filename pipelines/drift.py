@@ -53,7 +53,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -89,10 +89,15 @@ from pipelines.layout import Layout
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = "1"
-"""Bump when the cached reference content changes meaning (features, PSI bins)."""
+CACHE_VERSION = "2"
+"""Bump when the cached reference content changes meaning (features, PSI bins).
+2: a constant numeric reference gets the bins < c, = c, > c instead of one."""
 DEFAULT_PII_PATTERN = placeholder_regex(ScrubParams().entities, ScrubParams().placeholder_format)
 MODEL_NAME = "all-MiniLM-L6-v2"
+MMD_NOTE = f"{MODEL_NAME}; MMD^2 with median-heuristic RBF"
+MMD_ZERO_WIDTH_NOTE = ("median reference-current distance is 0 (mostly identical prompts), where Evidently's"
+                       " MMD^2 is undefined: MMD^2 with RBF gamma 1 instead")
+MODEL_NOTE = f"{MODEL_NAME}; ROC AUC of an SGD domain classifier on a held-out half"
 
 
 # ----------------------------------------------------------------------------- encoder
@@ -244,15 +249,32 @@ def severity(score: float, threshold: float, method: str) -> float:
     return max(score, 0.0) / threshold
 
 
+def is_tested(f: FeatureDrift) -> bool:
+    """Whether a feature counts in the verdict's denominator.
+
+    Why the score matters too: a NaN score with ``drifted=False`` looks like "tested,
+    no drift", which would dilute the share and hide the feature; it is not a test.
+    """
+    return not f.note.startswith("skipped") and (f.drifted or math.isfinite(f.score))
+
+
+def skip_undefined(f: FeatureDrift) -> FeatureDrift:
+    """A feature whose score came out NaN/inf is marked skipped, with why, never "ok"."""
+    if is_tested(f) or f.note.startswith("skipped"):
+        return f
+    why = f"skipped: {f.method} score undefined ({f.score})"
+    return replace(f, drifted=False, severity=0.0, note=f"{why}; {f.note}" if f.note else why)
+
+
 def decide(features: Sequence[FeatureDrift], threshold: float,
            severe_factor: float | None) -> tuple[float, str, list[str], list[str], list[str]]:
     """Drift score, verdict, drifted and severe feature names, and the reasons.
 
-    Score = share of drifted features among those that could be tested. Drift when the
-    score exceeds the threshold, or when any feature is severe (severity at least
-    ``severe_factor``); ``ok`` otherwise, with the reason saying how close it came.
+    Score = share of drifted features among those that could be tested (:func:`is_tested`).
+    Drift when the score exceeds the threshold, or when any feature is severe (severity
+    at least ``severe_factor``); ``ok`` otherwise, with the reason saying how close it came.
     """
-    tested = [f for f in features if not f.note.startswith("skipped")]
+    tested = [f for f in features if is_tested(f)]
     drifted = [f.name for f in tested if f.drifted]
     score = len(drifted) / len(tested) if tested else 0.0
     severe = [f.name for f in tested if severe_factor is not None and f.drifted and f.severity >= severe_factor]
@@ -423,32 +445,60 @@ def auc_p_value(auc: float, n_ref: int, n_cur: int) -> float:
     return float(norm.sf((auc - 0.5) / sd))
 
 
-def embedding_drift(ref: np.ndarray, cur: np.ndarray, p: DriftParams, seed: int) -> FeatureDrift:
-    """Evidently's drift method on two matrices of prompt embeddings, plus a p-value."""
+def mmd_drift(ref: np.ndarray, cur: np.ndarray, p: DriftParams, seed: int) -> tuple[float, bool, float, str]:
+    """Evidently's MMD^2 and its verdict, our permutation p-value, and a note.
+
+    Why a fallback: Evidently sets the RBF width from the median reference-current
+    distance; with a templated prompt most pairs are identical, the median is 0 and its
+    score is NaN. :func:`_median_gamma` falls back to gamma 1, and the unbiased MMD^2
+    computed with it (the same statistic, ``observed``) stands in for Evidently's.
+    """
     import pandas as pd
-    from evidently.metrics.embeddings import MMDDriftMethod, ModelDriftMethod
+    from evidently.metrics.embeddings import MMDDriftMethod
 
     ref_df, cur_df = pd.DataFrame(ref), pd.DataFrame(cur)
-    if p.embedding_method == "mmd":
-        method = MMDDriftMethod(threshold=p.mmd_threshold, bootstrap=False)
-        score, drifted, _ = method(cur_df.copy(), ref_df.copy())
-        _, pv = mmd_permutation_pvalue(ref, cur, _median_gamma(ref_df, cur_df), p.permutations, seed)
+    with np.errstate(divide="ignore", invalid="ignore"):   # width 0: gamma 1/0, kernel inf * 0
+        score, drifted, _ = MMDDriftMethod(threshold=p.mmd_threshold, bootstrap=False)(cur_df.copy(), ref_df.copy())
+    observed, pv = mmd_permutation_pvalue(ref, cur, _median_gamma(ref_df, cur_df), p.permutations, seed)
+    if math.isfinite(float(score)):
+        return float(score), bool(drifted), pv, MMD_NOTE
+    return max(observed, 0.0), observed > p.mmd_threshold, pv, f"{MMD_NOTE}; {MMD_ZERO_WIDTH_NOTE}"
+
+
+def model_drift(ref: np.ndarray, cur: np.ndarray, p: DriftParams) -> tuple[float, bool, float, str]:
+    """Evidently's domain classifier (ROC AUC) and the AUC's p-value, and a note."""
+    import warnings
+
+    import pandas as pd
+    from evidently.metrics.embeddings import ModelDriftMethod
+    from sklearn.exceptions import UndefinedMetricWarning
+
+    method = ModelDriftMethod(threshold=p.auc_threshold, bootstrap=False)
+    with warnings.catch_warnings():     # a one-class held-out half: NaN, which embedding_drift reports
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        score, drifted, _ = method(pd.DataFrame(cur), pd.DataFrame(ref))   # it adds a column: fresh frames
+    return float(score), bool(drifted), auc_p_value(float(score), len(ref), len(cur)), MODEL_NOTE
+
+
+def embedding_drift(ref: np.ndarray, cur: np.ndarray, p: DriftParams, seed: int) -> FeatureDrift:
+    """Evidently's drift method on two matrices of prompt embeddings, plus a p-value.
+
+    A score that is still undefined (a classifier split with one class) marks the
+    feature skipped: it was not tested, so it must not count as "no drift".
+    """
+    name = "mmd" if p.embedding_method == "mmd" else "model"
+    if name == "mmd":
+        score, drifted, pv, note = mmd_drift(ref, cur, p, seed)
         thr = p.mmd_threshold
     else:
-        method = ModelDriftMethod(threshold=p.auc_threshold, bootstrap=False)
-        score, drifted, _ = method(cur_df.copy(), ref_df.copy())   # it adds a column: give it copies
-        pv = auc_p_value(float(score), len(ref), len(cur))
+        score, drifted, pv, note = model_drift(ref, cur, p)
         thr = p.auc_threshold
-    score = float(score)
-    name = "mmd" if p.embedding_method == "mmd" else "model"
     significant = math.isnan(pv) or pv < p.alpha    # no permutations: effect size alone
-    return FeatureDrift(
+    return skip_undefined(FeatureDrift(
         name=EMBEDDING_FEATURE, kind="embedding", method=name, score=score, threshold=thr,
-        drifted=bool(drifted) and significant, severity=severity(score, thr, name), p_value=pv,
-        reference=f"{len(ref)} prompts", current=f"{len(cur)} prompts",
-        note=f"{MODEL_NAME}; MMD^2 with median-heuristic RBF" if name == "mmd"
-        else f"{MODEL_NAME}; ROC AUC of an SGD domain classifier on a held-out half",
-    )
+        drifted=drifted and significant, severity=severity(score, thr, name), p_value=pv,
+        reference=f"{len(ref)} prompts", current=f"{len(cur)} prompts", note=note,
+    ))
 
 
 # ----------------------------------------------------------------------------- tabular drift
@@ -594,6 +644,7 @@ def detect_drift(
                            score=float("nan"), threshold=thr, drifted=False, severity=0.0,
                            note="skipped: fewer than 2 prompts in a window")
     features.append(emb)
+    features = [skip_undefined(f) for f in features]
     timings["embedding_drift_s"] = time.perf_counter() - t0
 
     score, verdict, drifted, severe, reasons = decide(features, params.threshold, params.severe_factor)
@@ -646,6 +697,7 @@ def select_windows(records: pl.LazyFrame, p: DriftParams, reference_records: pl.
         reference = _reference_records(records, plan, reference_records)
     match = _champion_match(plan, reference)
     current = records.filter(plan.current.expr()).collect()
+    reference, plan = _without_current_events(reference, current, plan)
     ref_ts = reference.select(pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi")).row(0) \
         if reference.height else (None, None)
     cur_start = plan.current.start
@@ -671,6 +723,23 @@ def _champion_match(plan: refs.WindowPlan, reference: pl.DataFrame) -> dict[str,
     return {"version": plan.champion.version, "recorded_first_ts": ev.first_ts.isoformat(),
             "recorded_last_ts": ev.last_ts.isoformat(), "recorded_count": ev.count, "found": reference.height,
             "fingerprint_match": fp == ev.fingerprint, "summary": refs.champion_match(ev, reference.height, fp)}
+
+
+def _without_current_events(reference: pl.DataFrame, current: pl.DataFrame,
+                            plan: refs.WindowPlan) -> tuple[pl.DataFrame, refs.WindowPlan]:
+    """``path``: drop the reference file's events that are also in the current window, and say so.
+
+    Why: an event on both sides is compared with itself, which hides drift; the time
+    windows of the other modes cannot overlap, but another file can hold anything.
+    """
+    if plan.reference is not None or reference.height == 0:
+        return reference, plan
+    kept = reference.filter(~pl.col("event_id").is_in(current["event_id"].implode()))
+    dropped = reference.height - kept.height
+    if dropped == 0:
+        return reference, plan
+    note = f"{dropped} of the {reference.height} reference records are in the current window and were dropped"
+    return kept, replace(plan, note=f"{plan.note}; {note}" if plan.note else note)
 
 
 def _reference_records(records: pl.LazyFrame, plan: refs.WindowPlan,

@@ -160,7 +160,8 @@ def psi_reference(values: pl.Series, kind: str, bins: int = 10) -> PsiReference:
 
     Numeric bins are reference quantiles, so each bin holds about ``1/bins`` of the
     reference; features with few distinct values (rating, 0/1 flags) collapse to one
-    bin per value because duplicate edges are merged.
+    bin per value because duplicate edges are merged. A reference (nearly) all at one
+    value gets the bins below, at and above it (:func:`_point_mass_edges`).
     """
     values = values.drop_nulls()
     if kind == "cat":
@@ -176,8 +177,20 @@ def psi_reference(values: pl.Series, kind: str, bins: int = 10) -> PsiReference:
     qs = np.quantile(arr, np.linspace(0, 1, bins + 1)[1:-1], method="inverted_cdf")
     edges = np.unique(qs)
     edges = edges[edges < arr.max()]
+    if edges.size == 0:
+        edges = _point_mass_edges(float(arr.max()))
     counts = np.bincount(np.searchsorted(edges, arr, side="left"), minlength=len(edges) + 1).astype(float)
     return PsiReference(kind="num", shares=tuple(_counts_to_shares(counts).tolist()), edges=tuple(edges.tolist()))
+
+
+def _point_mass_edges(c: float) -> np.ndarray:
+    """Edges of the bins ``< c``, ``= c`` and ``> c`` for a reference (nearly) all at ``c``.
+
+    Why: one bin holds every current value, so the PSI would be 0 whatever the current
+    window looks like (a reference without edits vs a week of 50% edits). The empty
+    outer bins are floored at :data:`PSI_EPS` like any other.
+    """
+    return np.array([np.nextafter(c, -np.inf), c])
 
 
 def current_shares(ref: PsiReference, values: pl.Series) -> np.ndarray:

@@ -66,6 +66,10 @@ RUNS_ENV = "PREFPIPE_RUNS_DIR"
 RETRIES_ENV = "PREFPIPE_TASK_RETRIES"
 RETRY_DELAY_ENV = "PREFPIPE_RETRY_DELAY_S"
 
+LENIENT_TEXT: dict[str, Any] = {"encoding": "utf-8", "errors": "replace"}
+"""How a child's output is read: a stage's tools may print any byte, and one stray byte
+must not replace the stage's real result with a UnicodeDecodeError."""
+
 DRIFT_DAG_OVERRIDES: dict[str, Any] = {"drift.alert": False}
 """Under Airflow the drift DAG sends the drift alert itself (with the retraining decision
 and links to the run), so the stage's own alert is turned off there."""
@@ -412,8 +416,8 @@ def _not_source(project: Path) -> set[str]:
 
 def _dvc(args: list[str], cwd: Path, timeout: int = 300) -> str:
     proc = subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=cwd, env=stage_env(), capture_output=True, text=True,
-        timeout=timeout,
+        [sys.executable, "-m", "dvc", *args], cwd=cwd, env=stage_env(), capture_output=True, timeout=timeout,
+        **LENIENT_TEXT,
     )
     if proc.returncode != 0:
         raise WorkspaceError(f"dvc {' '.join(args)} failed in {cwd}: {(proc.stderr or proc.stdout).strip()[-800:]}")
@@ -582,19 +586,33 @@ def stage_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     env.setdefault("DVC_NO_ANALYTICS", "1")
     env.setdefault("GX_ANALYTICS_ENABLED", "false")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Typer's Rich tracebacks wrap at 80 columns on a pipe, cutting the exception line
+    # that StageFailed reports; the standard traceback keeps it whole
+    env.setdefault("_TYPER_STANDARD_TRACEBACK", "1")
     return env
 
 
 _ERROR_LINE = re.compile(r"^(?:[\w.]+(?:Error|Exception|Failure|Failed|Exit)\b.*|ERROR: .*)$")
+_DVC_RUNNING = re.compile(r"^Running stage '([^']+)':")
+MAX_ERROR_LINE = 500
 
 
-def last_error_line(output: str) -> str:
-    """The most telling line of a failed stage's output: the final exception, else DVC's ERROR."""
+def last_error_line(output: str, stage: str | None = None) -> str:
+    """The most telling line of a failed stage's output.
+
+    The last of: the final exception of a traceback, or the CLI's own one-line error
+    (``<stage>: ...``, a bad params file or an unreachable tracking server, exit 2 or
+    3); else DVC's ERROR, which only says that the command failed. ``stage`` defaults
+    to the one DVC says it ran.
+    """
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
-    exc = [ln for ln in lines if _ERROR_LINE.match(ln) and not ln.startswith("ERROR")]
+    stage = stage or next((m[1] for ln in reversed(lines) if (m := _DVC_RUNNING.match(ln))), None)
+    cli_prefix = f"{stage}: " if stage else None
+    telling = [ln for ln in lines if (_ERROR_LINE.match(ln) and not ln.startswith("ERROR"))
+               or (cli_prefix and ln.startswith(cli_prefix))]
     dvc_err = [ln for ln in lines if ln.startswith("ERROR")]
-    pick = exc[-1] if exc else dvc_err[-1] if dvc_err else (lines[-1] if lines else "no output")
-    return pick[:500]
+    pick = telling[-1] if telling else dvc_err[-1] if dvc_err else (lines[-1] if lines else "no output")
+    return pick[:MAX_ERROR_LINE]
 
 
 def run_dvc_stage(
@@ -633,8 +651,8 @@ def run_dvc_stage(
     # same process group as the task: Airflow stops a task by signalling its whole group,
     # which then reaches DVC and the stage it runs
     proc = subprocess.Popen(
-        cmd, cwd=workspace, env=stage_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        bufsize=1,
+        cmd, cwd=workspace, env=stage_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1,
+        **LENIENT_TEXT,
     )
     tail: list[str] = []
     try:
@@ -649,7 +667,7 @@ def run_dvc_stage(
         _stop(proc)
         raise
     if returncode != 0:
-        raise StageFailed(stage, returncode, last_error_line("\n".join(tail)))
+        raise StageFailed(stage, returncode, last_error_line("\n".join(tail), stage))
     log.info("stage %s done in %.1fs", stage, time.perf_counter() - t0)
     return stage_metrics(workspace, stage)
 
@@ -700,12 +718,12 @@ def run_cli_stage(workspace: Path, stage: str, echo: Callable[[str], None] | Non
     cli_name = stage.replace("_", "-")
     proc = subprocess.run(
         [sys.executable, "-m", "pipelines", cli_name], cwd=workspace, env=stage_env(), capture_output=True,
-        text=True,
+        **LENIENT_TEXT,
     )
     for line in proc.stderr.splitlines():
         echo(line)
     if proc.returncode != 0:
-        raise StageFailed(stage, proc.returncode, last_error_line(proc.stderr + "\n" + proc.stdout))
+        raise StageFailed(stage, proc.returncode, last_error_line(proc.stderr + "\n" + proc.stdout, stage))
     try:
         result = json.loads(proc.stdout)
     except json.JSONDecodeError:

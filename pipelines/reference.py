@@ -24,8 +24,9 @@ Windows by ``drift.reference`` (``reference_source`` in drift.json says which wa
   ``train_events.*`` tags (promoted before they existed), when no event is newer than
   its training data, or when its training events are gone from the scrubbed records;
 - ``time_split``: the days before the last ``current_days`` days (``reference_days`` of them, or all);
-- ``dates``: ``reference_start`` (inclusive) .. ``reference_end`` (exclusive);
-- ``path``: another Parquet file of scrubbed records.
+- ``dates``: ``reference_start`` (inclusive) .. ``reference_end`` (exclusive), clipped at
+  the current window's start;
+- ``path``: another Parquet file of scrubbed records, less any event of the current window.
 """
 
 from __future__ import annotations
@@ -240,9 +241,7 @@ def plan_windows(p: DriftParams, end: dt.datetime, lookup: ChampionLookup | None
     if p.reference == "time_split":
         return time_split(p, end)
     if p.reference == "dates":
-        lo, hi = parse_day(p.reference_start or ""), parse_day(p.reference_end or "")
-        return WindowPlan("date range", Window(lo, hi), Window(cur),
-                          f"{lo.date()} .. {(hi - dt.timedelta(days=1)).date()}", last_days)
+        return date_range(p, cur, last_days)
     if p.reference == "path":
         return WindowPlan(f"file {p.reference_path}", None, Window(cur), f"file {p.reference_path}", last_days)
     lookup = lookup or ChampionLookup(None)
@@ -269,6 +268,25 @@ def plan_windows(p: DriftParams, end: dt.datetime, lookup: ChampionLookup | None
                             f"(last {p.current_days} days{clipped})",
         champion=champ,
     )
+
+
+def date_range(p: DriftParams, cur: dt.datetime, last_days: str) -> WindowPlan:
+    """``reference_start`` .. ``reference_end``, its end clipped at the current window's start.
+
+    Why clip: an event in both windows is compared with itself, which hides drift; a
+    range reaching into the current window is clipped, and the note says so. A range
+    that starts inside the current window leaves no reference: a clear error.
+    """
+    lo, hi = parse_day(p.reference_start or ""), parse_day(p.reference_end or "")
+    if lo >= cur:
+        raise ValueError(f"drift.reference_start {p.reference_start} is inside the current window "
+                         f"({last_days}): the reference must end before {cur.date()}")
+    clipped = hi > cur
+    hi = min(hi, cur)
+    description = f"{lo.date()} .. {(hi - dt.timedelta(days=1)).date()}"
+    note = (f"reference_end {p.reference_end} reaches into the current window (from {cur.date()}): "
+            f"reference clipped to {description}") if clipped else ""
+    return WindowPlan("date range", Window(lo, hi), Window(cur), description, last_days, note=note)
 
 
 def _last_days(p: DriftParams, start: dt.datetime, end: dt.datetime) -> str:

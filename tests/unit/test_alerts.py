@@ -109,6 +109,30 @@ def test_mlflow_link_only_with_a_ui(monkeypatch):
     assert alerts.mlflow_run_url(None) is None
 
 
+def test_links_never_carry_credentials(monkeypatch):
+    monkeypatch.delenv("MLFLOW_UI_URL", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://alice:S3cr3tPassw0rd@mlflow.example.com")
+    url = alerts.mlflow_run_url("0123abcd")
+    assert url == "https://mlflow.example.com/#/runs/0123abcd"
+    msg = alerts.promotion_message({"version": "4"}, dag_id="d", run_id="r",
+                                   links=[("MLflow run", "https://bob:hunter2@mlflow.example.com/#/runs/1")])
+    text = _texts(msg)
+    assert "hunter2" not in text and "bob" not in text and "<https://mlflow.example.com/#/runs/1|MLflow run>" in text
+
+
+def test_a_link_too_long_for_slack_is_left_out_whole(caplog):
+    presigned = "https://bucket.s3.amazonaws.com/report.html?X-Amz-Security-Token=" + "A" * 3100
+    with caplog.at_level(logging.WARNING, logger="pipelines.alerts"):
+        msg = alerts.drift_message({"drift_score": 0.3}, dag_id="d", run_id="r", retrain_requested=False,
+                                   links=[("Drift report", presigned), ("Airflow run", "http://af/runs/1")])
+    contexts = [b for b in msg["blocks"] if b["type"] == "context"]
+    assert [e["text"] for b in contexts for e in b["elements"]] == ["<http://af/runs/1|Airflow run>"]
+    assert "Drift report" in caplog.text and "X-Amz" not in caplog.text
+    many = [(f"report {i}", "https://example.com/" + "x" * 900) for i in range(5)]
+    text = alerts.drift_message({}, dag_id="d", run_id="r", retrain_requested=False, links=many)["blocks"][-1]
+    assert len(text["elements"][0]["text"]) <= 3000 and text["elements"][0]["text"].count("|report") == 3
+
+
 def test_targets_from_env_and_no_secret_in_repr():
     assert alerts.target_from_env({}) is None
     assert alerts.target_from_env({"SLACK_BOT_TOKEN": "xoxb-1"}) is None  # a token needs a channel
@@ -146,6 +170,22 @@ def test_webhook_delivery_and_failures_never_raise(caplog):
         assert "127.0.0.1" not in caplog.text  # the URL (a secret for a real webhook) is never logged
     # nothing listens any more: a connection error is a False, not an exception
     assert alerts.send(msg, alerts.SlackTarget(webhook_url=slack.url("/hook/ok")), timeout=1) is False
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", "0", "-3", "soon"])
+def test_a_bad_timeout_setting_falls_back_to_the_default(monkeypatch, caplog, bad):
+    msg = alerts.failure_message(dag_id="d", task_id="t", run_id="r", error_type="E", error="boom")
+    monkeypatch.setenv("SLACK_TIMEOUT_S", bad)
+    with slack_recorder() as slack, caplog.at_level(logging.WARNING, logger="pipelines.alerts"):
+        assert alerts.send(msg, alerts.SlackTarget(webhook_url=slack.url("/hook/ok"))) is True
+    assert "not a positive number of seconds" in caplog.text
+
+
+def test_a_bad_timeout_argument_never_raises():
+    msg = alerts.failure_message(dag_id="d", task_id="t", run_id="r", error_type="E", error="boom")
+    with slack_recorder() as slack:
+        for bad in (float("nan"), float("inf"), -1.0):
+            assert alerts.send(msg, alerts.SlackTarget(webhook_url=slack.url("/hook/ok")), timeout=bad) is True
 
 
 def test_bot_token_delivery_through_the_web_api(monkeypatch):

@@ -86,3 +86,12 @@ def test_any_other_stage_error_keeps_its_traceback(tmp_path, monkeypatch):
     result = _server_lost_mid_stage(tmp_path, monkeypatch, stage)
     assert result.exit_code == 1
     assert isinstance(result.exception, ValueError)
+
+
+def test_an_invalid_override_is_one_line_named_after_the_stage_and_exit_2():
+    """The orchestrator reports this line as the stage's error, so it must be one, with the stage's name."""
+    result = CliRunner().invoke(app, ["drift", "--params", str(ROOT / "params.yaml"), "--set", "drift.reference=path"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("drift: invalid parameters in ")
+    assert "reference: path needs reference_path" in lines[0] and "Traceback" not in result.output

@@ -175,6 +175,17 @@ def test_few_distinct_values_collapse_to_one_bin_per_value():
     assert len(ref.shares) == 5 and ref.shares == pytest.approx((0.2,) * 5)
 
 
+def test_a_constant_reference_still_measures_a_shift():
+    """One reference value used to make one bin, so every current window had PSI 0."""
+    ref = psi_reference(pl.Series("edited", [0.0] * 1000), "num", bins=10)
+    assert psi(ref, pl.Series("edited", [0.0] * 10)) == pytest.approx(0.0)
+    half = psi(ref, pl.Series("edited", [0.0] * 500 + [1.0] * 500))
+    c, r = np.array([1e-4, 0.5, 0.5]), np.array([1e-4, 1.0, 1e-4])      # bins < 0, = 0, > 0
+    assert half == pytest.approx(float(np.sum((c - r) * np.log(c / r))))
+    assert psi(psi_reference(pl.Series("r", [5.0] * 100), "num"), pl.Series("r", [1.0] * 100)) > 0.25
+    assert PsiReference.from_dict(json.loads(json.dumps(ref.to_dict()))) == ref
+
+
 # ------------------------------------------------------------------------------ verdict
 
 
@@ -214,6 +225,12 @@ def test_skipped_features_leave_the_denominator():
     assert score == pytest.approx(0.5) and verdict == "drift"
 
 
+def test_a_feature_with_an_undefined_score_is_not_counted_as_tested_and_fine():
+    features = [feat("a", 0.2), feat("b", float("nan"))]                # b: NaN score, no "skipped" note
+    score, verdict, *_ = decide(features, 0.6, None)
+    assert score == pytest.approx(1.0) and verdict == "drift"
+
+
 # ------------------------------------------------------------------------------ embeddings
 
 
@@ -231,6 +248,43 @@ def test_mmd_statistic_matches_evidently_and_the_p_value_separates():
     _, p_same = mmd_permutation_pvalue(x, y_same, drift._median_gamma(pd.DataFrame(x), pd.DataFrame(y_same)), 200, 1)
     _, p_shift = mmd_permutation_pvalue(x, y_shift, drift._median_gamma(pd.DataFrame(x), pd.DataFrame(y_shift)), 200, 1)
     assert p_same > 0.05 and p_shift == pytest.approx(1 / 201)
+
+
+def _templated(n: int, new_share: float) -> np.ndarray:
+    """Unit vectors: all one prompt, but the last ``new_share`` of them another."""
+    x = np.zeros((n, 8), np.float32)
+    x[:, 0] = 1
+    k = int(n * (1 - new_share))
+    x[k:, 0], x[k:, 1] = 0, 1
+    return x
+
+
+def test_identical_prompts_still_give_an_mmd_score():
+    """Median distance 0 makes Evidently's MMD NaN; the feature must still be tested."""
+    ref, cur = _templated(100, 0.0), _templated(100, 0.3)
+    f = drift.embedding_drift(ref, cur, small_params(), seed=0)
+    observed, p_value = mmd_permutation_pvalue(ref, cur, 1.0, 100, 0)
+    assert f.score == pytest.approx(observed) and f.score > f.threshold
+    assert f.drifted and f.p_value == pytest.approx(p_value) and "median" in f.note
+
+
+def test_a_templated_prompt_with_a_new_topic_is_drift(tmp_path):
+    template, topic = "draft a reply to this email", "kubernetes node pool quotas"
+    ref = make_records(400, 1).with_columns(pl.lit(template).alias("prompt"))
+    cur = make_records(400, 2)
+    new = np.random.default_rng(0).random(cur.height) < 0.3
+    cur = cur.with_columns(pl.when(pl.Series(new)).then(pl.lit(topic)).otherwise(pl.lit(template)).alias("prompt"))
+    r = detect_drift(ref, cur, small_params(), None, seed=0, encoder=BagOfWords())
+    assert r.verdict == "drift" and "prompt_embedding" in r.drifted
+    assert r.metrics()["embedding_score"] is not None
+
+
+def test_an_undefined_classifier_auc_is_skipped_not_ok():
+    """150 vs 2 prompts: the classifier's held-out half can hold one class, and its AUC is NaN."""
+    rng = np.random.default_rng(0)
+    ref, cur = rng.normal(size=(150, 16)).astype(np.float32), rng.normal(size=(2, 16)).astype(np.float32)
+    f = drift.embedding_drift(ref, cur, small_params(embedding_method="model"), seed=0)
+    assert f.note.startswith("skipped") and not f.drifted
 
 
 def test_auc_p_value():

@@ -128,6 +128,40 @@ def test_explicit_modes_ignore_the_registry():
     assert path.source == "file ref.parquet" and path.reference is None
 
 
+def test_a_date_range_reaching_into_the_current_window_is_clipped_and_said():
+    p = DriftParams(reference="dates", reference_start="2026-11-02", reference_end="2026-12-01", current_days=7)
+    plan = plan_windows(p, END)
+    cur = dt.datetime(2026, 11, 23, tzinfo=UTC)
+    assert plan.reference == reference.Window(dt.datetime(2026, 11, 2, tzinfo=UTC), cur)
+    assert plan.reference_description == "2026-11-02 .. 2026-11-22"
+    assert plan.note == ("reference_end 2026-12-01 reaches into the current window (from 2026-11-23): "
+                         "reference clipped to 2026-11-02 .. 2026-11-22")
+    inside = DriftParams(reference="dates", reference_start="2026-11-24", reference_end="2026-11-26")
+    with pytest.raises(ValueError, match="inside the current window"):
+        plan_windows(inside, END)
+
+
+def test_overlapping_dates_share_no_event_between_the_windows():
+    records = make_records(700, 41, start="2026-11-02", days=14).lazy()
+    p = DriftParams(reference="dates", reference_start="2026-11-02", reference_end="2026-11-16", current_days=7)
+    ref, cur, windows = drift.select_windows(records, p)
+    assert ref.height > 0 and cur.height > 0
+    assert ref.join(cur, on="event_id").height == 0 and ref.height + cur.height == 700
+    assert "clipped" in windows["reference"]["note"]
+
+
+def test_a_reference_file_loses_the_events_of_the_current_window():
+    records = make_records(700, 42, start="2026-11-02", days=14)
+    p = DriftParams(reference="path", reference_path="ref.parquet", current_days=7)
+    ref, cur, windows = drift.select_windows(records.lazy(), p, records.lazy())      # the same file twice
+    assert ref.join(cur, on="event_id").height == 0 and ref.height == 700 - cur.height
+    assert windows["reference"]["note"] == (f"{cur.height} of the 700 reference records are in the current "
+                                            "window and were dropped")
+    other = make_records(300, 43, start="2026-10-01", days=7)
+    ref, _, windows = drift.select_windows(records.lazy(), p, other.lazy())
+    assert ref.height == 300 and windows["reference"]["note"] == ""
+
+
 def test_date_params_need_reference_dates_and_an_ordered_range():
     with pytest.raises(ValueError, match="only with reference: dates"):
         DriftParams(reference_start="2026-11-03", reference_end="2026-11-05")   # default mode: champion

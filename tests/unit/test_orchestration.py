@@ -156,6 +156,68 @@ def test_last_error_line_prefers_the_exception():
     assert orch.last_error_line("") == "no output"
 
 
+def test_last_error_line_prefers_the_clis_own_line_to_dvcs_generic_one():
+    lost = ("train: MLflow tracking server http://mlflow:5000 stopped answering during the stage "
+            "(ConnectionError) after MLflow's own retries: rerun the stage once the server is back")
+    out = ("Running stage 'train':\n> python -m pipelines train\n2026-11-30 10:00:00 INFO pipelines.train: train: start\n"
+           f"{lost}\nERROR: failed to reproduce 'train': failed to run: python -m pipelines train, exited with 3\n")
+    assert orch.last_error_line(out) == lost                   # the stage DVC ran
+    assert orch.last_error_line(out.replace("Running stage 'train':\n", ""), "train") == lost
+    traceback = "drift: a line before\nTraceback (most recent call last):\n  File ...\nValueError: boom"
+    assert orch.last_error_line(traceback, "drift") == "ValueError: boom"
+
+
+def test_a_config_error_reaches_stagefailed_as_the_clis_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))                  # this checkout's CLI, wherever it runs
+    (tmp_path / "params.yaml").write_text("drift:\n  reference: path\n")
+    with pytest.raises(orch.StageFailed) as err:
+        orch.run_cli_stage(tmp_path, "drift", echo=lambda _: None)
+    assert err.value.returncode == 2
+    assert "drift: invalid parameters in params.yaml: - drift: Value error, reference: path needs reference_path" \
+        in str(err.value)
+
+
+def test_a_stages_exception_line_arrives_whole_through_a_pipe(tmp_path, monkeypatch):
+    """Typer's Rich traceback wraps at 80 columns on a pipe; StageFailed must get the full line."""
+    monkeypatch.setenv("COLUMNS", "80")
+    root = tmp_path / ("a-long-project-folder-name" * 2)
+    root.mkdir()
+    cmd = [sys.executable, "-m", "pipelines", "drift", "--params", str(ROOT / "params.yaml"),
+           "--set", "drift.reference=time_split", "--root", str(root)]
+    out = subprocess.run(cmd, cwd=ROOT, env=orch.stage_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True).stdout
+    missing = root / "data" / "scrubbed" / "records.parquet"
+    assert orch.last_error_line(out) == f"FileNotFoundError: {missing} not found: run the scrub stage first"
+
+
+REAL_POPEN = subprocess.Popen
+
+
+def _child_popen(code: str):
+    """subprocess.Popen (run uses it too) that starts ``python -c code`` instead of the command asked for."""
+    def popen(cmd, **kw):
+        return REAL_POPEN([sys.executable, "-c", code], **kw)
+    return popen
+
+
+STRAY_BYTE_OK = "import sys; sys.stdout.buffer.write(b'Running stage drift\\nfrom a tool: caf\\xe9\\n')"
+STRAY_BYTE_FAIL = ("import sys; sys.stdout.buffer.write(b'caf\\xe9\\nValueError: drift needs records\\n'); "
+                   "sys.stderr.buffer.write(b'\\xff\\n'); sys.exit(1)")
+
+
+def test_a_stray_byte_in_a_stages_output_keeps_its_real_result(tmp_path, monkeypatch):
+    (tmp_path / "dvc.yaml").write_text("stages:\n  drift:\n    cmd: python -m pipelines drift\n")
+    lines: list[str] = []
+    monkeypatch.setattr(orch.subprocess, "Popen", _child_popen(STRAY_BYTE_OK))
+    assert orch.run_dvc_stage(tmp_path, "drift", echo=lines.append) == {}
+    assert lines[-1] == "from a tool: caf\ufffd"
+    monkeypatch.setattr(orch.subprocess, "Popen", _child_popen(STRAY_BYTE_FAIL))
+    with pytest.raises(orch.StageFailed, match="ValueError: drift needs records"):
+        orch.run_dvc_stage(tmp_path, "drift", echo=lines.append)
+    with pytest.raises(orch.StageFailed, match="ValueError: drift needs records"):
+        orch.run_cli_stage(tmp_path, "drift", echo=lines.append)      # subprocess.run uses Popen too
+
+
 def test_default_dirs_follow_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv(orch.PROJECT_ENV, raising=False)
     assert orch.default_project_dir(ROOT / "dags" / "training_dag.py") == ROOT
