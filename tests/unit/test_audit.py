@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 
 import polars as pl
+import pytest
 
 from pipelines.audit import load_canaries, scan
 
@@ -45,3 +47,229 @@ def test_canaries_already_in_public_inputs_are_excluded_and_reported(tmp_path):
     public.write_bytes(gzip.compress(b'{"chosen": "I live in San Diego"}'))
     kept, excluded = without_public(c, [public])
     assert kept == [("EMAIL", "ana@example.org")] and excluded == [("PERSON", "Diego")]
+
+
+# --- blind spots found in review: each case plants a canary the audit must report ---------
+
+EMAIL, NAME = "maria.garcia@example.com", "José García"
+
+
+def _hits(tmp_path, path):
+    """Entities found in one file, with the canaries EMAIL and NAME."""
+    c = _canaries(tmp_path, [("EMAIL", EMAIL), ("PERSON", NAME)])
+    return sorted(h.entity for h in scan([path], c)[0])
+
+
+def _parquet_cases():
+    """Arrow tables that hide the e-mail outside a plain String column."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    cell = f"mail {EMAIL}"
+    return {
+        "categorical": pl.DataFrame({"p": [cell]}, schema={"p": pl.Categorical}).to_arrow(),
+        "dictionary": pa.table({"p": pa.array([cell]).dictionary_encode()}),
+        "binary": pa.table({"p": pa.array([cell.encode()], pa.binary())}),
+        "large_binary": pa.table({"p": pa.array([cell.encode()], pa.large_binary())}),
+        "map": pa.table({"p": pa.array([[("user", cell)]], pa.map_(pa.string(), pa.string()))}),
+        "map_key": pa.table({"p": pa.array([[(cell, "x")]], pa.map_(pa.string(), pa.string()))}),
+        "deep": pa.table({"p": pa.array([[{"a": [{"b": [cell], "t": dt.datetime(2026, 11, 2)}]}]])}),
+        "column_name": pa.table({f"score_{EMAIL}": [1.0]}),
+        "nested_field_name": pa.table({"p": pa.array([{EMAIL: 1}])}),
+        "metadata": pa.table({"x": ["ok"]}).replace_schema_metadata({"note": cell}),
+        "json_extension": pa.table({"j": pa.ExtensionArray.from_storage(pa.json_(), pa.array([json.dumps(cell)]))}),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_parquet_cases()))
+def test_parquet_text_outside_plain_string_columns_is_searched(tmp_path, case):
+    import pyarrow.parquet as pq
+
+    pq.write_table(_parquet_cases()[case], tmp_path / "t.parquet", compression="zstd")
+    assert _hits(tmp_path, tmp_path / "t.parquet") == ["EMAIL"]
+
+
+def _bulk(cell: str, n: int = 3000) -> list[str]:
+    """Many rows, the canary in one (neither min nor max: Parquet statistics keep those
+    uncompressed): compression really hides it from a byte search."""
+    rows = [f"row {i} the refund goes back to your card" for i in range(n)]
+    rows[n // 2] = f"row {n // 2} {cell}"
+    return rows
+
+
+def test_a_datetime_date_or_decimal_column_does_not_hide_the_other_columns(tmp_path):
+    import datetime as dt
+    from decimal import Decimal
+
+    n = 3000
+    pl.DataFrame({
+        "seen": [[dt.datetime(2026, 11, 2)]] * n,
+        "msg": [{"content": c, "ts": dt.date(2026, 11, 2), "amount": Decimal("1.50")} for c in _bulk(f"mail {EMAIL}")],
+        "prompt": _bulk(f"user {NAME}"),
+    }).write_parquet(tmp_path / "t.parquet", compression="gzip")
+    assert _hits(tmp_path, tmp_path / "t.parquet") == ["EMAIL", "PERSON"]
+
+
+def test_a_parquet_file_that_cannot_be_read_is_reported_not_passed(tmp_path):
+    from pipelines import audit
+
+    pl.DataFrame({"prompt": _bulk(f"mail {EMAIL}")}).write_parquet(tmp_path / "ok.parquet", compression="zstd")
+    (tmp_path / "cut.parquet").write_bytes((tmp_path / "ok.parquet").read_bytes()[:-100])  # footer lost
+    c = _canaries(tmp_path, [("EMAIL", EMAIL)])
+    hits, _ = scan([tmp_path / "cut.parquet"], c)
+    assert [(h.canary_index, h.reason) for h in hits if h.entity == audit.NOT_AUDITED] == [
+        (-1, "unreadable Parquet (ArrowInvalid)")]
+    # an unreadable public input excludes nothing (index -1 must not exclude the last canary)
+    (tmp_path / "junk.parquet").write_bytes(b"PAR1" + bytes(100))
+    assert audit.without_public(c, [tmp_path / "junk.parquet"]) == (c, [])
+
+
+def _compressed_cases():
+    """name -> bytes: each holds the e-mail, none named by a suffix that says how."""
+    import bz2
+    import gzip
+    import io
+    import lzma
+    import zipfile
+
+    text = "\n".join(_bulk(f"mail {EMAIL}")).encode()
+    parquet = io.BytesIO()
+    pl.DataFrame({"prompt": _bulk(f"mail {EMAIL}")}).write_parquet(parquet, compression="zstd")
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a.txt", text)
+        z.writestr("b/part-0", gzip.compress(parquet.getvalue()))
+    only_inner = io.BytesIO()
+    with zipfile.ZipFile(only_inner, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("b/part-0", gzip.compress(parquet.getvalue()))
+    return {
+        "part-0.pq": parquet.getvalue(),
+        "0123abcd": parquet.getvalue(),  # a DVC cache object: no suffix
+        "events.jsonl.gzip": gzip.compress(text),
+        "x.jsonl.xz": lzma.compress(text),
+        "x.jsonl.bz2": bz2.compress(text),
+        "a.zip": zipped.getvalue(),
+        "inner.zip": only_inner.getvalue(),
+        "p.parquet.gz": gzip.compress(parquet.getvalue()),
+    }
+
+
+@pytest.mark.parametrize("name", ["part-0.pq", "0123abcd", "events.jsonl.gzip", "x.jsonl.xz", "x.jsonl.bz2",
+                                  "a.zip", "inner.zip", "p.parquet.gz"])
+def test_format_is_sniffed_from_magic_bytes_not_the_suffix(tmp_path, name):
+    (tmp_path / name).write_bytes(_compressed_cases()[name])
+    assert _hits(tmp_path, tmp_path / name) == ["EMAIL"]
+
+
+def test_zip_member_names_are_searched(tmp_path):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as z:
+        z.writestr(f"export/{EMAIL}.txt", "nothing here")
+    assert _hits(tmp_path, tmp_path / "a.zip") == ["EMAIL"]
+
+
+def _not_audited(tmp_path, path):
+    from pipelines import audit
+
+    hits, _ = scan([path], _canaries(tmp_path, [("EMAIL", EMAIL)]))
+    return [h.reason for h in hits if h.entity == audit.NOT_AUDITED]
+
+
+def test_an_archive_past_the_size_cap_is_reported_not_expanded(tmp_path, monkeypatch):
+    import gzip
+
+    from pipelines import audit
+
+    monkeypatch.setattr(audit, "MAX_DECOMPRESSED_BYTES", 1_000_000)
+    (tmp_path / "bomb.gz").write_bytes(gzip.compress(b"\0" * 2_000_000))
+    (tmp_path / "small.gz").write_bytes(gzip.compress(b"\0" * 500_000))
+    assert ["expands past" in r for r in _not_audited(tmp_path, tmp_path / "bomb.gz")] == [True]
+    assert _not_audited(tmp_path, tmp_path / "small.gz") == []
+
+
+def test_corrupt_compressed_data_is_reported(tmp_path):
+    import gzip
+    import zipfile
+
+    packed = gzip.compress(f"mail {EMAIL}".encode() * 1000)
+    (tmp_path / "cut.gz").write_bytes(packed[:50])
+    (tmp_path / "bad.gz").write_bytes(packed[:20] + b"\xff" * 20 + packed[40:])
+    with zipfile.ZipFile(tmp_path / "bad.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a", b"hello world " * 10000)
+    data = bytearray((tmp_path / "bad.zip").read_bytes())
+    data[60:80] = b"\xff" * 20
+    (tmp_path / "bad.zip").write_bytes(bytes(data))
+    for name in ("cut.gz", "bad.gz", "bad.zip"):
+        assert len(_not_audited(tmp_path, tmp_path / name)) == 1, name
+
+
+def test_zstd_without_the_zstandard_module_is_reported(tmp_path, monkeypatch):
+    from pipelines import audit
+
+    def no_module(name):
+        raise ImportError(name)
+
+    monkeypatch.setattr(audit.importlib, "import_module", no_module)
+    (tmp_path / "x.bin").write_bytes(audit.ZSTD_MAGIC + b"\0" * 64)
+    assert ["zstandard" in r for r in _not_audited(tmp_path, tmp_path / "x.bin")] == [True]
+
+
+def test_zstd_is_decompressed_when_zstandard_is_installed(tmp_path):
+    zstandard = pytest.importorskip("zstandard")
+    (tmp_path / "x.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(f"mail {EMAIL}".encode()))
+    assert _hits(tmp_path, tmp_path / "x.jsonl.zst") == ["EMAIL"]
+
+
+@pytest.mark.parametrize("name, text", [
+    ("log.jsonl", "\n".join(json.dumps({"msg": f"user {NAME}", "mail": EMAIL.replace("@", "\\u0040")})
+                             for _ in range(2))),
+    ("split.json", json.dumps({"msg": "José\nGarcía", "to": f"{EMAIL}\n"}, ensure_ascii=False)),
+    ("signature.jsonl", json.dumps({"t": f"Thanks,\n{NAME}\n{EMAIL}"}) + "\n" + json.dumps({"t": "x"})),
+    ("run.log", "INFO payload=" + json.dumps({"user": NAME, "mail": EMAIL}) + " done\n"),
+    ("twice.log", "INFO " + json.dumps(json.dumps({"user": NAME, "mail": EMAIL}))),
+    ("spans.json", json.dumps({"attributes": {"input": json.dumps({"user": NAME, "mail": EMAIL})}})),
+    ("emoji.jsonl", json.dumps({"msg": f"\U0001F600 {NAME} {EMAIL}"}) + "\n" + json.dumps([f"{EMAIL}\ud800"])),
+])
+def test_json_escapes_are_decoded_in_json_lines_and_logs(tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    assert _hits(tmp_path, tmp_path / name) == ["EMAIL", "PERSON"]
+
+
+def test_a_literal_backslash_before_a_name_does_not_hide_it(tmp_path):
+    c = _canaries(tmp_path, [("PERSON", "Tyler")])
+    (tmp_path / "path.jsonl").write_text(json.dumps({"p": "C:\\tyler\\x"}))  # "\t" is a tab only one level down
+    assert [h.entity for h in scan([tmp_path / "path.jsonl"], c)[0]] == ["PERSON"]
+
+
+@pytest.mark.parametrize("value", ["José García", 'a "quoted" \\ back/slash', "tab\tnl\ncr\r", "😀 𝒥 \u2028", "\ud800"])
+def test_json_unescape_agrees_with_json_loads(value):
+    from pipelines.audit import json_unescape
+
+    escaped = json.dumps(value)[1:-1]
+    assert json_unescape(escaped) == (value if value != "\ud800" else "\ufffd")
+
+
+@pytest.mark.parametrize("name, write", [
+    ("split.parquet", lambda p: pl.DataFrame({"c": ["José\nGarcía", f"mail {EMAIL.upper()}"]}).write_parquet(p)),
+    ("nfd.txt", lambda p: p.write_text(unicodedata.normalize("NFD", f"user {NAME} {EMAIL}"))),
+    ("upper.txt", lambda p: p.write_text(f"MAIL {EMAIL.upper()}\nUSER {NAME.upper()}")),
+    ("nbsp.txt", lambda p: p.write_text("José\u00a0García " + EMAIL.replace("@", "\u200b@"))),
+    ("fullwidth.txt", lambda p: p.write_text(f"{NAME} " + EMAIL.replace("@", "＠"))),
+])
+def test_whitespace_unicode_form_and_case_do_not_hide_a_canary(tmp_path, name, write):
+    write(tmp_path / name)
+    assert _hits(tmp_path, tmp_path / name) == ["EMAIL", "PERSON"]
+
+
+def test_folding_keeps_the_whole_word_rule_and_binary_files_stay_case_sensitive(tmp_path):
+    c = _canaries(tmp_path, [("PERSON", "Hiroshi"), ("PERSON", "Emre")])
+    tmp_path = tmp_path / "data"
+    tmp_path.mkdir()
+    (tmp_path / "a.txt").write_text("A TRIP TO HIROSHIMA, hiroshima\nbay")
+    weights = bytes(range(128, 256)) * 100
+    (tmp_path / "w.bin").write_bytes(weights + b" emre " + weights)  # case-insensitive luck in random bytes
+    (tmp_path / "x.bin").write_bytes(weights + b" Emre " + weights)  # as written: still found
+    hits, _ = scan([tmp_path], c)
+    assert [(h.path.rsplit("/", 1)[-1], h.entity) for h in hits] == [("x.bin", "PERSON")]
