@@ -172,8 +172,11 @@ def audit(
         typer.echo(f"audit: {len(excluded)} canaries also occur in the public inputs and are not checked")
     hits, n_files = scan(paths, values)
     for hit in hits:
-        typer.echo(f"LEAK {hit.entity} (canary #{hit.canary_index}) in {hit.path}")
-    typer.echo(f"audit: {n_files} files scanned, {len(hits)} canary hits")
+        if hit.canary_index < 0:  # a file that could not be searched: a failure too, never a pass
+            typer.echo(f"NOT AUDITED {hit.path}: {hit.reason}")
+        else:
+            typer.echo(f"LEAK {hit.entity} (canary #{hit.canary_index}) in {hit.path}")
+    typer.echo(f"audit: {n_files} files scanned, {len(hits)} canary hits or unaudited files")
     if hits:
         raise typer.Exit(1)
 

@@ -95,3 +95,16 @@ def test_an_invalid_override_is_one_line_named_after_the_stage_and_exit_2():
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("drift: invalid parameters in ")
     assert "reference: path needs reference_path" in lines[0] and "Traceback" not in result.output
+
+
+def test_audit_names_a_leak_and_a_file_it_could_not_read_and_exits_1(tmp_path):
+    canaries = tmp_path / "canaries.json"
+    canaries.write_text('[{"entity": "EMAIL", "value": "maria.garcia@example.com"}]', encoding="utf-8")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "log.txt").write_text("sent to MARIA.GARCIA@example.com\n", encoding="utf-8")
+    (tmp_path / "out" / "broken.parquet").write_bytes(b"PAR1" + b"\0" * 64)  # parquet magic, no file behind it
+    result = CliRunner().invoke(app, ["audit", str(tmp_path / "out"), "--canaries", str(canaries)])
+    assert result.exit_code == 1, result.output
+    assert "LEAK EMAIL (canary #0) in" in result.output and "log.txt" in result.output
+    assert "NOT AUDITED" in result.output and "broken.parquet" in result.output
+    assert "maria.garcia" not in result.output.lower()  # where, never what
