@@ -7,7 +7,8 @@ Where pairs come from (one row per pair, ``PAIR_SCHEMA``):
   counted with their repeats);
 - ``rating``: two outputs of one interaction whose mean ratings are at least
   ``min_rating_gap`` apart (an output rated several times counts once, at its mean);
-- ``comparison``: the preferred of two drafts shown side by side vs the other one;
+- ``comparison``: the preferred of two drafts shown side by side vs the other one (when
+  the same two drafts were compared more than once, the majority choice; a tie, none);
 - ``accept_reject``: an accepted and a rejected output of the same interaction;
 - ``public`` (hh-rlhf) and ``safety`` (xstest), through :mod:`pipelines.public_sources`.
 
@@ -186,7 +187,7 @@ def event_pairs(records: pl.LazyFrame, p: PairsParams) -> pl.LazyFrame:
         .join(substantive_edits(records, p.min_edit_ratio), on="event_id", how="semi")
         .select(_select_pair("edited_text", "output_text", "edit", ids))
     )
-    comparisons = rec.filter(pl.col("feedback_type") == "comparison").select(
+    comparisons = majority_comparisons(rec.filter(pl.col("feedback_type") == "comparison")).select(
         _select_pair("output_text", "other_output_text", "comparison", ids)
     )
 
@@ -206,6 +207,26 @@ def event_pairs(records: pl.LazyFrame, p: PairsParams) -> pl.LazyFrame:
     accept_reject = _by_interaction(accepted, rejected, pl.lit(True), "accept_reject")
 
     return drop_same_sides(pl.concat([edits, comparisons, ratings, accept_reject], how="vertical_relaxed"))
+
+
+def majority_comparisons(compared: pl.LazyFrame) -> pl.LazyFrame:
+    """The comparison records whose choice agrees with the majority for their two outputs.
+
+    Why: the same two drafts compared twice with opposite choices gave both A > B and
+    B > A. Each comparison of a pair of outputs (within a tenant's interaction) is a
+    vote; the records on the losing side are left out, and a tie states no preference,
+    so neither side makes a pair. Repeats of the winning choice stay, and merge later as
+    exact duplicates with all their events.
+    """
+    lo, hi = pl.min_horizontal("output_id", "other_output_id"), pl.max_horizontal("output_id", "other_output_id")
+    vote = pl.when(pl.col("output_id") == pl.col("_lo")).then(1).otherwise(-1)
+    return (
+        compared.with_columns(lo.alias("_lo"), hi.alias("_hi"))
+        .with_columns(vote.alias("_vote"))
+        .with_columns(pl.col("_vote").sum().over("tenant_id", "interaction_id", "_lo", "_hi").alias("_total"))
+        .filter(pl.col("_total").sign() == pl.col("_vote"))
+        .drop("_lo", "_hi", "_vote", "_total")
+    )
 
 
 def _sorted_union(col: str) -> pl.Expr:

@@ -371,6 +371,25 @@ def test_an_output_rated_twice_counts_once_at_its_mean():
     assert {"g1", "g2", "g3"} <= set(out["source_event_ids"][0].to_list())
 
 
+def test_drafts_compared_more_than_once_give_the_majority_choice_or_none():
+    a, b = {"output_id": "oA", "output_text": "Draft A"}, {"output_id": "oB", "output_text": "Draft B"}
+
+    def compare(event: str, iid: str, first: dict, second: dict) -> dict:
+        return rec(event, "comparison", iid=iid, thread=f"t-{iid}", **first,
+                   other_output_id=second["output_id"], other_output_text=second["output_text"])
+
+    rows = [
+        compare("f1", "i1", a, b), compare("f2", "i1", b, a), compare("f3", "i1", a, b),  # A wins 2:1
+        compare("g1", "i2", a, b), compare("g2", "i2", b, a),  # a tie: no preference
+        compare("h1", "i3", b, a),  # once: as it is
+    ]
+    out = pairs.event_pairs(frame(rows), Params().pairs).collect()
+    got = sorted((r["thread_id"], r["chosen"], r["rejected"], tuple(r["source_event_ids"])) for r in out.iter_rows(named=True))
+    assert [g[:3] for g in got] == [("t-i1", "Draft A", "Draft B"), ("t-i1", "Draft A", "Draft B"),
+                                    ("t-i3", "Draft B", "Draft A")]
+    assert not {"f2", "g1", "g2"} & {e for g in got for e in g[3]}  # the losing and tied votes make nothing
+
+
 def test_sides_that_differ_only_in_whitespace_make_no_pair():
     rows = [
         rec("f1", "comparison", output_id="o1", output_text="Dear vendor, paid Friday.", other_output_id="o2",
