@@ -481,39 +481,19 @@ def orphan_outputs(interactions: pl.LazyFrame, outputs: pl.LazyFrame) -> pl.Lazy
 # --------------------------------------------------------------------------- stage
 
 
-_JSON_ESCAPE = re.compile(
-    r"(?P<units>\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4})"  # a pair, or one unit
-    r"|\\(?P<short>[\"\\/bfnrt])"
-)
-"""A complete JSON string escape; an incomplete one (``\\u12``, ``\\x``, a cut-off window) never matches."""
-_SHORT_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
-
-
-def _unescape_match(m: re.Match[str]) -> str:
-    if m["short"] is not None:
-        return _SHORT_ESCAPES[m["short"]]
-    # \uXXXX are UTF-16 code units: a surrogate pair joins into one character, a lone one becomes U+FFFD
-    return bytes.fromhex(m["units"].replace("\\u", "")).decode("utf-16-be", errors="replace")
-
-
-def _unescape_json(text: str) -> str:
-    """Turn the JSON string escapes in ``text`` back into the characters they stand for.
-
-    Why not ``orjson.loads``: a rejected line is often not valid JSON (truncated, or a
-    window cut from a long line), and its escapes must still be read. Anything that is
-    not a complete escape is left as it is; a lone surrogate becomes U+FFFD.
-    """
-    return _JSON_ESCAPE.sub(_unescape_match, text) if "\\" in text else text
-
-
 def _excerpt(raw: bytes, entities: list[str], placeholder_format: str) -> str:
-    """A short, PII-scrubbed view of a rejected line (lazy import: pii loads resources)."""
+    """A short, PII-scrubbed view of a rejected line (lazy imports: pii loads resources).
+
+    Escapes are read with the audit's decoder, which works on any text: a rejected line
+    is often not valid JSON (truncated, or a window cut from a long line).
+    """
+    from pipelines.audit import json_unescape
     from pipelines.pii import scrub_text
 
     # scrub a wider window first, then cut: a cut made before scrubbing could leave half
     # of a card number that no longer looks like one. Escapes are read first: the scrubber
     # cannot see "123-45-6789" in "SSN\t123-45-6789" or a name in "Jos\u00e9 Garc\u00eda".
-    text = _unescape_json(raw[:EXCERPT_SCRUB_BYTES].decode("utf-8", errors="replace"))
+    text = json_unescape(raw[:EXCERPT_SCRUB_BYTES].decode("utf-8", errors="replace"))
     return scrub_text(text, entities, placeholder_format)[0][:EXCERPT_CHARS]
 
 
