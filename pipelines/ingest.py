@@ -19,7 +19,6 @@ import gzip
 import hashlib
 import logging
 import re
-import shutil
 import time
 import zlib
 from collections import Counter
@@ -34,7 +33,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from pipelines.config import Params
-from pipelines.io import make_scratch_dir, write_json_atomic, write_parquet_atomic
+from pipelines.io import scratch_dir, write_json_atomic, write_parquet_atomic
 from pipelines.layout import Layout
 from pipelines.schemas import (
     COMMON_FIELDS,
@@ -602,8 +601,7 @@ def run(params: Params, layout: Layout) -> dict[str, Any]:
     if not raw_dir.is_dir():
         raise FileNotFoundError(f"raw event folder {raw_dir} does not exist; run `python -m pipelines generate`")
     # scratch parts hold raw (unscrubbed) events: a killed run's are removed by the next one
-    scratch = make_scratch_dir(layout.staged_dir, "ingest")
-    try:
+    with scratch_dir(layout.staged_dir, "ingest") as scratch:
         collector, rejects, stats = read_events(raw_dir, scratch, params)
         inter, outs, fb = collector.scan("interaction"), collector.scan("output"), collector.scan("feedback")
         records, orphan_fb = join_records(inter, outs, fb)
@@ -614,8 +612,6 @@ def run(params: Params, layout: Layout) -> dict[str, Any]:
             [pl.col(c).cast(t) for c, t in RECORD_SCHEMA.items()]
         )
         write_parquet_atomic(records, layout.records)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     reject_df = pl.DataFrame(rejects.rows, schema=REJECT_SCHEMA, orient="row").sort("source_file", "line_no")
     write_parquet_atomic(reject_df, layout.rejects)
     n_records = pl.scan_parquet(layout.records).select(pl.len()).collect().item()

@@ -6,9 +6,13 @@ the final name. A crash leaves either the old complete file or the new one, neve
 partial one, and a rerun simply overwrites.
 
 A writer killed outright (SIGKILL, the OOM killer) runs no cleanup and leaves its
-temporary file behind; temporary names carry the writer's pid, and the next write of
-the same destination removes those whose writer is dead, so crashes do not accumulate
-partial files inside a stage's output folder (which DVC would otherwise hash and cache).
+temporary file behind; temporary names carry the writer's pid, the writer holds an
+``flock`` on its temporary while it works, and the next write of the same destination
+removes those whose writer is dead (pid gone and lock free), so crashes do not
+accumulate partial files inside a stage's output folder (which DVC would otherwise hash
+and cache). The lock is what makes this safe across PID namespaces: a writer in
+another container sharing the volume has a pid that means nothing here, but the
+kernel still shows its lock.
 
 ``PREFPIPE_FAULT`` is a test hook (see :func:`parse_fault`): it makes the process kill
 itself at a named point of an atomic write, so tests/reliability can crash a stage at a
@@ -18,6 +22,8 @@ chosen instant rather than at a lucky moment. Unset, it costs one environment lo
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import fnmatch
 import json
 import os
@@ -34,6 +40,8 @@ from typing import Any
 
 import polars as pl
 
+ASIDE_SUFFIX = ".old"
+"""Suffix of the old version of a folder that :func:`atomic_dir` renames aside."""
 FAULT_ENV = "PREFPIPE_FAULT"
 FAULT_POINTS = ("open", "written", "aside", "renamed")
 """Where an atomic write can be crashed: temp created (empty), temp complete and fsynced
@@ -117,12 +125,66 @@ def _exited(pid: int) -> bool:
     return state in (b"Z", b"X")
 
 
+def _hold(path: Path) -> int | None:
+    """Open ``path`` and take an exclusive ``flock`` on it; the lock lasts while the fd is open.
+
+    Why: the kernel releases it when the writer dies however it dies, and shows it to
+    every process on the host, whatever PID namespace it is in. None where the file
+    system has no flock (the pid rule alone then decides, as before).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _release(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _held(path: Path) -> bool:
+    """Some live process holds the ``flock`` of ``path`` (see :func:`_hold`).
+
+    False when the lock is free, the path is gone, or locks cannot be taken there.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        return err.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+    finally:
+        os.close(fd)
+    return False
+
+
+def _writer_gone(path: Path, pid: int) -> bool:
+    """The writer of temporary ``path`` (pid ``pid``) can never rename it again.
+
+    An old folder put aside (``.NAME.PID.XXXXXXXX.old``, see :func:`atomic_dir`) is not
+    locked itself: its writer holds the lock of the new folder of the same name.
+    """
+    return not _pid_alive(pid) and not _held(path.with_name(path.name.removesuffix(ASIDE_SUFFIX)))
+
+
 def sweep_stale(folder: Path, name: str) -> list[Path]:
     """Remove temporaries (files or folders) of ``name`` left in ``folder`` by dead writers.
 
-    Why by pid: a live writer of the same destination in another process must keep its
-    temp; only one whose process no longer exists can be sure never to rename it. A reused
-    pid errs on the safe side (the temp stays); pids are only meaningful on one machine.
+    Why by pid and lock: a live writer of the same destination in another process must
+    keep its temp; only one whose process no longer exists can be sure never to rename
+    it. A reused pid errs on the safe side (the temp stays). A pid means nothing in
+    another PID namespace (a second container on the same volume), so a temp whose pid
+    looks dead is also kept while someone holds its lock.
     """
     pattern = re.compile(rf"\.{re.escape(name)}\.(\d+)\.[a-z0-9_]{{8}}(\.[A-Za-z0-9]+)?")
     removed = []
@@ -130,7 +192,7 @@ def sweep_stale(folder: Path, name: str) -> list[Path]:
         return removed
     for path in folder.iterdir():
         match = pattern.fullmatch(path.name)
-        if match is None or _pid_alive(int(match.group(1))):
+        if match is None or not _writer_gone(path, int(match.group(1))):
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
@@ -141,15 +203,28 @@ def sweep_stale(folder: Path, name: str) -> list[Path]:
     return removed
 
 
-def make_scratch_dir(parent: str | Path, name: str) -> Path:
-    """A fresh private folder ``parent/.NAME.PID.XXXXXXXX``; scratch of dead runs is removed first.
-
-    The caller removes it when done; a run killed before that leaves it for the next one.
-    """
+def _new_scratch_dir(parent: str | Path, name: str) -> tuple[Path, int | None]:
+    """A fresh folder ``parent/.NAME.PID.XXXXXXXX``, locked; scratch of dead runs is removed first."""
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(parent, name)
-    return Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", dir=parent))
+    path = Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", dir=parent))
+    return path, _hold(path)
+
+
+@contextlib.contextmanager
+def scratch_dir(parent: str | Path, name: str) -> Iterator[Path]:
+    """A private folder ``parent/.NAME.PID.XXXXXXXX`` for the block, removed after it.
+
+    A run killed before the removal leaves it for the next one to sweep; while the run
+    lives, its lock keeps any other process's sweep away from it.
+    """
+    path, lock = _new_scratch_dir(parent, name)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        _release(lock)
 
 
 @contextlib.contextmanager
@@ -167,7 +242,8 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
         prefix=f".{dest.name}.{os.getpid()}.", suffix=suffix or ".tmp", dir=dest.parent
     )
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are ordinary files
-    os.close(fd)
+    with contextlib.suppress(OSError):  # no flock on this file system: the pid rule alone
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held until the end: other writers' sweeps keep off
     tmp_path = Path(tmp)
     try:
         _maybe_crash("open", dest)
@@ -181,6 +257,7 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+        os.close(fd)
 
 
 def _restore_aside(dest: Path) -> Path | None:
@@ -189,13 +266,15 @@ def _restore_aside(dest: Path) -> Path | None:
     Why: :func:`atomic_dir` renames the old folder away before renaming the new one in;
     a SIGKILL between the two leaves no ``dest`` at all, only ``.NAME.PID.XXXXXXXX.old``.
     Until the next write restores it, readers see the output as absent, never partial.
+    A writer that is still between its renames holds the lock of its new folder, which
+    keeps this away from it.
     """
     if dest.exists() or not dest.parent.is_dir():
         return None
     pattern = re.compile(rf"\.{re.escape(dest.name)}\.(\d+)\.[a-z0-9_]{{8}}\.old")
     for path in sorted(dest.parent.iterdir()):
         match = pattern.fullmatch(path.name)
-        if match and not _pid_alive(int(match.group(1))):
+        if match and _writer_gone(path, int(match.group(1))):
             os.replace(path, dest)
             return dest
     return None
@@ -213,7 +292,7 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
     """
     dest = Path(dest)
     _restore_aside(dest)
-    tmp = make_scratch_dir(dest.parent, dest.name)  # sweeps dead writers' temporaries first
+    tmp, lock = _new_scratch_dir(dest.parent, dest.name)  # sweeps dead writers' temporaries first
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; outputs are ordinary folders
     try:
         _maybe_crash("open", dest)
@@ -222,7 +301,7 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
         _maybe_crash("written", dest)
         old = None
         if dest.exists():
-            old = tmp.with_name(tmp.name + ".old")
+            old = tmp.with_name(tmp.name + ASIDE_SUFFIX)
             os.replace(dest, old)
             try:
                 _maybe_crash("aside", dest)
@@ -239,6 +318,7 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        _release(lock)
 
 
 _PROC_STATUS = "/proc/self/status"

@@ -20,9 +20,14 @@ from pipelines.io import (
     FAULT_ENV,
     Fault,
     _exited,
-    make_scratch_dir,
+    _held,
+    _pid_alive,
+    _restore_aside,
+    atomic_dir,
+    atomic_path,
     parse_fault,
     read_json,
+    scratch_dir,
     sweep_stale,
     write_json_atomic,
 )
@@ -101,9 +106,100 @@ def test_scratch_folders_of_dead_runs_are_removed(tmp_path):
     stale = tmp_path / f".ingest.{dead_pid()}.abcdefgh"
     (stale / "part").mkdir(parents=True)
     (stale / "part" / "interaction-00000.parquet").write_bytes(b"raw events")
-    fresh = make_scratch_dir(tmp_path, "ingest")
-    assert not stale.exists() and fresh.is_dir() and fresh.parent == tmp_path
+    with scratch_dir(tmp_path, "ingest") as fresh:
+        assert not stale.exists() and fresh.is_dir() and fresh.parent == tmp_path
+    assert not fresh.exists()
 
+
+HOLD_LOCK = (
+    "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); "
+    "print('locked', flush=True); time.sleep(120)"
+)
+
+
+def _hold_lock(path: Path) -> subprocess.Popen[str]:
+    """A live process holding the flock of ``path``, as a writer in another container would."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_locked_temporary_is_kept_whatever_its_pid_says(tmp_path):
+    """A writer in another PID namespace (a second container on the same volume): its pid
+    is dead here, but the kernel still shows its lock, so its temporaries stay until it dies."""
+    dead = dead_pid()
+    temp = tmp_path / f".out.json.{dead}.abcdefgh.tmp"
+    temp.write_text("x")
+    new = tmp_path / f".model.{dead}.abcdefgh"  # a folder writer between its two renames
+    new.mkdir()
+    aside = tmp_path / f".model.{dead}.abcdefgh.old"
+    aside.mkdir()
+    holders = [_hold_lock(temp), _hold_lock(new)]
+    try:
+        assert sweep_stale(tmp_path, "out.json") == []
+        assert sweep_stale(tmp_path, "model") == []
+        assert _restore_aside(tmp_path / "model") is None  # not put back under a live writer
+        assert temp.exists() and new.exists() and aside.exists()
+    finally:
+        for proc in holders:
+            proc.kill()
+            proc.wait()
+    assert sweep_stale(tmp_path, "out.json") == [temp]
+    assert _restore_aside(tmp_path / "model") == tmp_path / "model"
+    assert sweep_stale(tmp_path, "model") == [new]
+
+
+NAMESPACED_WRITER = """
+import sys
+from pathlib import Path
+from pipelines.io import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_text("new")
+    print(tmp.name, flush=True)
+    sys.stdin.readline()  # until the test has swept
+"""
+
+
+def _unshare_pid() -> list[str] | None:
+    """The command prefix for a new PID namespace, None where this machine refuses one (not root)."""
+    prefix = ["unshare", "--pid", "--fork", "--mount-proc"]
+    try:
+        ok = subprocess.run([*prefix, "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return prefix if ok else None
+
+
+def test_a_writer_in_another_pid_namespace_keeps_its_temporary(tmp_path):
+    """The real thing: the writer runs in its own PID namespace with a pid that is dead here."""
+    prefix = _unshare_pid()
+    if prefix is None:
+        pytest.skip("unshare --pid is not allowed here (needs root)")
+    dest = tmp_path / "out.json"
+    script = f"echo 99990 > /proc/sys/kernel/ns_last_pid; {sys.executable} -c '{NAMESPACED_WRITER}' {dest}"
+    writer = subprocess.Popen([*prefix, "sh", "-c", script], cwd=ROOT, env=project_env(), text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert writer.stdin is not None and writer.stdout is not None
+    temp = tmp_path / writer.stdout.readline().strip()
+    pid = int(temp.name.split(".")[3])
+    try:
+        assert temp.exists() and pid > 99990 and not _pid_alive(pid)  # its pid means nothing here
+        assert sweep_stale(tmp_path, "out.json") == []
+    finally:
+        writer.communicate("go\n", timeout=60)
+    assert writer.returncode == 0 and dest.read_text() == "new"
+
+
+def test_writers_hold_the_lock_of_their_temporaries_while_they_work(tmp_path):
+    with atomic_path(tmp_path / "out.json") as tmp:
+        tmp.write_text("1")
+        assert _held(tmp)
+    assert not _held(tmp_path / "out.json")  # released when the write is over
+    with atomic_dir(tmp_path / "model") as folder:
+        assert _held(folder)
+    assert not _held(tmp_path / "model")
+    with scratch_dir(tmp_path, "ingest") as folder:
+        assert _held(folder)
 
 
 WRITE_DIR_TWICE = """
