@@ -406,7 +406,7 @@ def _snapshot(project: Path, ws: Path) -> None:
 
 def _not_source(project: Path) -> set[str]:
     """Paths a copy without git must leave out: caches, environments, and DVC outputs."""
-    skip = {".git", ".venv", "mlflow", "airflow_home", ".dvc/cache", ".dvc/tmp", ".dvc/config.local"}
+    skip = {".git", ".venv", ".cache", "mlflow", "airflow_home", ".dvc/cache", ".dvc/tmp", ".dvc/config.local"}
     if (project / "dvc.yaml").exists():
         for spec in _stages(project / "dvc.yaml").values():
             wdir = str(spec.get("wdir", "."))
@@ -490,6 +490,29 @@ def _share_mlflow(project: Path, workspace: Path, params: Mapping[str, Any]) -> 
                 raise
 
 
+def _share_drift_cache(project: Path, workspace: Path, params: Mapping[str, Any]) -> Path | None:
+    """Point the workspace's drift cache at the project's; return the link (None: nothing to share).
+
+    Why: every run gets a fresh workspace, so a cache inside it never hits and the weekly
+    drift run recomputed the reference's statistics and embeddings each time. Entries are
+    keyed by content hash and written atomically, so runs can share one folder. A path
+    that is absolute or leads outside the project is the same for every run already.
+    """
+    rel = (params.get("drift") or {}).get("cache_dir")
+    if not rel or Path(rel).is_absolute():
+        return None
+    target = (project / rel).resolve()
+    if project.resolve() not in target.parents:
+        return None
+    link = workspace / rel
+    if link.is_symlink() or link.exists():  # a cache committed into the project: keep the copy
+        return None
+    target.mkdir(parents=True, exist_ok=True)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target, target_is_directory=True)
+    return link
+
+
 def prepare_workspace(project: Path, runs_dir: Path, run_id: str, overrides: Mapping[str, Any]) -> Path:
     """Make ``<runs_dir>/<run_id>``: the project's files, shared DVC cache, overridden params.
 
@@ -521,6 +544,7 @@ def prepare_workspace(project: Path, runs_dir: Path, run_id: str, overrides: Map
     _dvc(["cache", "dir", "--local", str(dvc_cache_dir(project))], ws)
     params = write_params(ws, overrides)
     _share_mlflow(project, ws, params)
+    _share_drift_cache(project, ws, params)
     info = {"project": str(project), "run_id": run_id, "overrides": dict(overrides), "created": time.time()}
     (ws / RUN_INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
     log.info("workspace %s ready in %.1fs (%d overrides)", ws, time.perf_counter() - t0, len(overrides))

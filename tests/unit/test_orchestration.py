@@ -365,6 +365,8 @@ def test_workspace_runs_a_stage_and_versions_it_like_dvc_repro(toy_project, toy_
     assert (toy_project / "params.yaml").read_text().startswith("# the toy's params")  # project untouched
     cache = _run([sys.executable, "-m", "dvc", "cache", "dir"], ws).strip()
     assert Path(cache) == (toy_project / ".dvc" / "cache").resolve()
+    # the drift cache (reference stats, embeddings) is the project's, so weekly runs reuse it
+    assert (ws / ".cache" / "drift").resolve() == (toy_project / ".cache" / "drift").resolve()
 
     lines: list[str] = []
     metrics = orch.run_dvc_stage(ws, "toy", echo=lines.append)
@@ -399,6 +401,23 @@ def test_a_failing_stage_raises_with_its_error_line(toy_project, toy_validation,
     assert "ValueError: factor must be positive, got -1" in str(err.value)
     with pytest.raises(orch.WorkspaceError, match="not in"):
         orch.run_dvc_stage(ws, "nope")
+
+
+@pytest.mark.parametrize(("cache_dir", "shared"), [
+    (".cache/drift", True),  # the default: inside the project, so each workspace links to it
+    ("../elsewhere/drift", False),  # outside the project: already the same for every run
+    ("/abs/drift", False),
+])
+def test_drift_cache_inside_the_project_is_shared_by_runs(tmp_path, cache_dir, shared):
+    project, ws = tmp_path / "project", tmp_path / "runs" / "r1"
+    ws.mkdir(parents=True)
+    link = orch._share_drift_cache(project, ws, {"drift": {"cache_dir": cache_dir}})
+    assert (link is not None) == shared
+    if shared:
+        assert link.is_symlink() and link.resolve() == (project / cache_dir).resolve()
+        assert (project / cache_dir).is_dir()
+        (link / "entry").write_text("x")  # what one run stores, the next finds
+        assert (project / cache_dir / "entry").read_text() == "x"
 
 
 def test_workspace_must_be_outside_the_project(tmp_path):
