@@ -14,6 +14,10 @@ export GX_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# dvc.yaml runs each stage as `python -m pipelines STAGE`: that `python` must be the venv's,
+# whatever python the caller's PATH finds first (pyenv shims, a system python without our packages)
+export VIRTUAL_ENV := $(abspath $(VENV))
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: run test setup test-setup lint bench lock clean help
 
