@@ -90,6 +90,7 @@ ENV_BASE_URLS = ("JUDGE_BASE_URL", "OPENAI_BASE_URL")
 ENV_MODEL = "JUDGE_MODEL"
 ENV_API_KEYS = ("JUDGE_API_KEY", "OPENAI_API_KEY")
 CHAT_PATH = "chat/completions"
+URL_SCHEMES = ("http://", "https://")
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 CONFIG_STATUS = frozenset({401, 403, 404})
 MAX_BACKOFF_S = 30.0
@@ -105,10 +106,14 @@ _EXACT_RE = re.compile(
 _LABELED_RE = re.compile(
     r"\b(?:verdict|winner|better(?:\s+(?:response|answer))?|choice|decision"
     r"|final\s+answer|answer|preferred)"
-    r"\s*(?:is|:|=|-)\s*(?:\W{0,3})"
-    rf"(?:(?:response|assistant|answer|option|output)\s+)?(a|b|{_TIE_WORDS})\b",
+    r"[\"']?\s*(?:is|:|=|-)\s*(?:\W{0,3})"
+    r"(?:(?:response|assistant|answer|option|output)\s+|an?\s+(?=(?:tie|draw)\b))?"
+    rf"((?-i:a)(?!\s+(?-i:[a-z]))|(?-i:A)|b|{_TIE_WORDS})\b",
     re.IGNORECASE,
 )
+"""A labelled verdict, also as a JSON key cut off mid-answer or in a code fence
+(``"verdict": "B"``). A lowercase "a" followed by a word is the article ("Verdict: a tie",
+"the answer is a good one"), not the letter."""
 _LEAD_RE = re.compile(r"^[\s*_`\"'#>(\[]*(A|B)(?:\s*$|[.:)\]!,]|\s+is\b)")
 _MENTION_RE = re.compile(r"\b(?:response|assistant|answer|option|output)\s+(a|b)\b", re.IGNORECASE)
 _BETTER_RE = re.compile(
@@ -120,6 +125,7 @@ _TIE_RE = re.compile(
     r"\b(?:tie|draw|neither\s+is\s+(?:clearly\s+)?better|equally\s+good)\b", re.IGNORECASE
 )
 _STRIP_CHARS = " \t\r\n*_`\"'#.:!;,()[]<>"
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _JSON_KEYS = ("verdict", "winner", "better", "choice", "answer", "decision", "preferred")
 
 
@@ -407,6 +413,10 @@ def judge_settings(judge: JudgeParams, env: Mapping[str, str] | None = None) -> 
             "the judge needs a base URL (judge.base_url, JUDGE_BASE_URL or OPENAI_BASE_URL) "
             "and a model (judge.model or JUDGE_MODEL)"
         )
+    if not base_url.lower().startswith(URL_SCHEMES):  # else every call fails, retried, as noise
+        raise JudgeConfigError(
+            f"judge base URL {base_url!r} must start with http:// or https:// (e.g. https://host/v1)"
+        )
     return JudgeSettings(
         base_url=base_url.rstrip("/"),
         model=model,
@@ -431,9 +441,11 @@ def backoff_delay(attempt: int, base_s: float, retry_after: str | None = None) -
     """Delay before retry ``attempt`` (from 0): ``Retry-After`` if given, else base * 2**attempt."""
     if retry_after:
         try:
-            return min(max(float(retry_after), 0.0), MAX_BACKOFF_S)
+            seconds = float(retry_after)
         except ValueError:
-            pass  # an HTTP date: fall back to our own schedule
+            seconds = math.nan  # an HTTP date: fall back to our own schedule
+        if math.isfinite(seconds):  # "nan" would make time.sleep raise
+            return min(max(seconds, 0.0), MAX_BACKOFF_S)
     return min(base_s * (2**attempt), MAX_BACKOFF_S)
 
 
@@ -446,9 +458,22 @@ def parse_reply(body: Any) -> tuple[str, dict[str, int]]:
         raise JudgeError(f"malformed chat completion ({type(err).__name__})") from None
     if not isinstance(text, str):
         raise JudgeError("malformed chat completion (content is not text)")
-    usage = body.get("usage") or {}
+    # JSON may carry lone surrogates ("\\ud83d", an emoji cut at max_tokens) that no scrubber,
+    # log or exporter can encode as UTF-8
+    text = _SURROGATE_RE.sub("\ufffd", text)
+    return text, _token_usage(body.get("usage"))
+
+
+def _token_usage(usage: Any) -> dict[str, int]:
+    """Token counts of a reply; a malformed ``usage`` is ignored (the verdict still counts)."""
+    if not isinstance(usage, Mapping):
+        return {}
     tokens = {"input": usage.get("prompt_tokens"), "output": usage.get("completion_tokens")}
-    return text, {k: int(v) for k, v in tokens.items() if isinstance(v, int | float)}
+    return {
+        k: int(v)
+        for k, v in tokens.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
 
 
 class ChatClient:
@@ -477,6 +502,28 @@ class ChatClient:
     def close(self) -> None:
         self._http.close()
 
+    def _post(self, body: Mapping[str, Any]) -> tuple[int, Any, bytes]:
+        """POST ``body``: status, headers, and the body of a 2xx answer (others are not read).
+
+        Why streamed: httpx's timeout bounds each read, so a server that trickles its
+        answer a byte at a time would hold the call for ever. Here the whole answer must
+        arrive within ``timeout_s``, else :class:`httpx.ReadTimeout` (retried like any).
+        """
+        import httpx
+
+        timeout_s = self.settings.timeout_s
+        deadline = time.perf_counter() + timeout_s
+        with self._http.stream("POST", CHAT_PATH, json=body) as resp:
+            content = bytearray()
+            if resp.status_code < 300:
+                for chunk in resp.iter_bytes():
+                    content += chunk
+                    if time.perf_counter() > deadline:
+                        raise httpx.ReadTimeout(
+                            f"answer not complete after {timeout_s}s", request=resp.request
+                        )
+            return resp.status_code, resp.headers, bytes(content)
+
     def complete(self, messages: Sequence[Mapping[str, str]]) -> ChatReply:
         """One chat completion (``settings.temperature``); transient failures are retried."""
         import httpx
@@ -493,25 +540,26 @@ class ChatClient:
         for attempt in range(s.max_retries + 1):
             retry_after = None
             try:
-                resp = self._http.post(CHAT_PATH, json=body)
-            except httpx.TransportError as err:  # connect/read errors and timeouts
+                status, headers, content = self._post(body)
+            # connect/read errors, timeouts, a body that does not decode (bad gzip)
+            except (httpx.TransportError, httpx.DecodingError) as err:
                 last = f"{type(err).__name__}"
             else:
-                if resp.status_code in CONFIG_STATUS:
+                if status in CONFIG_STATUS:
                     raise JudgeConfigError(
-                        f"judge endpoint {s.base_url} answered HTTP {resp.status_code} "
+                        f"judge endpoint {s.base_url} answered HTTP {status} "
                         f"(check the URL, model {s.model!r} and API key)"
                     )
-                if resp.status_code < 300:
+                if status < 300:
                     try:
-                        text, usage = parse_reply(resp.json())
+                        text, usage = parse_reply(json.loads(content))
                     except ValueError:
                         raise JudgeError("judge answered with a body that is not JSON") from None
                     return ChatReply(text, usage, time.perf_counter() - t0, attempt + 1)
-                last = f"HTTP {resp.status_code}"
-                if resp.status_code not in RETRY_STATUS:
+                last = f"HTTP {status}"
+                if status not in RETRY_STATUS:
                     break
-                retry_after = resp.headers.get("retry-after")
+                retry_after = headers.get("retry-after")
             if attempt < s.max_retries:
                 delay = backoff_delay(attempt, s.backoff_s, retry_after)
                 log.debug("judge: %s, retry %d in %.2fs", last, attempt + 1, delay)

@@ -239,18 +239,25 @@ class Observation:
         if self._obs is None:
             return
         fields: dict[str, Any] = {}
-        if output is not None:
-            fields["output"] = scrub_value(output, self._scrub)
-        if (u := usage_details(usage)) is not None:
-            fields["usage_details"] = u
-        if metadata:
-            fields["metadata"] = scrub_value(dict(metadata), self._scrub)
+        try:
+            if output is not None:
+                fields["output"] = scrub_value(output, self._scrub)
+            if (u := usage_details(usage)) is not None:
+                fields["usage_details"] = u
+            if metadata:
+                fields["metadata"] = scrub_value(dict(metadata), self._scrub)
+        except Exception as err:  # e.g. text the scrubber cannot read: send nothing unscrubbed
+            log.warning("langfuse: update dropped, scrubbing failed (%s)", type(err).__name__)
+            return
         if model is not None:
             fields["model"] = model
         self._call("update", **fields)
 
     def _fail(self, err: BaseException) -> None:
-        message = self._scrub(f"{type(err).__name__}: {err}")[:MAX_STATUS_CHARS]
+        try:
+            message = self._scrub(f"{type(err).__name__}: {err}")[:MAX_STATUS_CHARS]
+        except Exception:  # the traced error must propagate, not a scrubbing one
+            message = type(err).__name__
         self._call("update", level="ERROR", status_message=message)
 
     def _call(self, method: str, **kwargs: Any) -> None:

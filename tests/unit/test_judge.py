@@ -276,3 +276,117 @@ def test_headline_and_report_show_the_numbers():
     md = J.report_markdown(r)
     assert "`big`" in md and "v3" in md and "| 40 | 20 | 10 | 10 | 0 | 0.625 | [0.530, 0.720]" in md
     assert "0.600" in md and "0.400" in md
+
+
+# --------------------------------------------------------------------------- robustness
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Verdict: a tie", "tie"),  # the article, not the letter A
+        ("My decision is a tie.", "tie"),
+        ("Verdict: a draw", "tie"),
+        ("B, since its answer is a complete one", "B"),
+        ("Verdict: A because it is shorter", "A"),
+        ("verdict: a.", "A"),
+        ('```json\n{"verdict": "B"}\n```', "B"),  # fenced JSON
+        ('{"verdict": "B", "reason": "B is more', "B"),  # JSON cut at max_tokens
+        ('{"verdict": "A"', "A"),
+    ],
+)
+def test_parse_verdict_reads_articles_and_cut_or_fenced_json(text, expected):
+    assert J.parse_verdict(text) == expected
+
+
+def test_backoff_ignores_a_retry_after_that_is_not_a_finite_number():
+    # time.sleep(nan) raises ValueError, which used to crash the whole judge run
+    assert J.backoff_delay(1, 1.0, "nan") == 2.0
+    assert J.backoff_delay(0, 1.0, "inf") == 1.0
+    assert J.backoff_delay(0, 1.0, "-5") == 0.0
+
+
+def test_parse_reply_ignores_malformed_usage_and_replaces_lone_surrogates():
+    ok = {"choices": [{"message": {"content": "A"}}]}
+    for usage in ("n/a", [1], {"prompt_tokens": math.inf}, {"prompt_tokens": math.nan}):
+        assert J.parse_reply({**ok, "usage": usage}) == ("A", {}), usage
+    assert J.parse_reply({**ok, "usage": {"prompt_tokens": True, "completion_tokens": 2}}) == (
+        "A",
+        {"output": 2},
+    )
+    # '"A \ud83d"' in JSON: half an emoji, which UTF-8 (scrubber, exporters) cannot encode
+    text, _ = J.parse_reply({"choices": [{"message": {"content": "A \ud83d"}}]})
+    assert text == "A \ufffd"
+    text.encode("utf-8")
+
+
+def _mock_client(handler, **settings) -> J.ChatClient:
+    import httpx
+
+    s = J.JudgeSettings(
+        base_url="http://judge.test/v1", model="m", max_retries=1, backoff_s=0.0, **settings
+    )
+    client = J.ChatClient(s, sleep=lambda _: None)
+    client._http = httpx.Client(
+        base_url=s.base_url + "/", transport=httpx.MockTransport(handler), timeout=s.timeout_s
+    )
+    return client
+
+
+def test_chat_client_counts_a_body_that_does_not_decode_as_a_failed_call():
+    import httpx
+
+    calls = []
+
+    def corrupt_gzip(request):
+        calls.append(request)
+        return httpx.Response(200, content=b"not gzip", headers={"Content-Encoding": "gzip"})
+
+    with pytest.raises(J.JudgeError, match="DecodingError"):
+        _mock_client(corrupt_gzip).complete([{"role": "user", "content": "x"}])
+    assert len(calls) == 2  # retried like a transport error
+
+
+def test_chat_client_bounds_a_trickled_answer_by_timeout():
+    import time
+
+    import httpx
+
+    def trickle():
+        for byte in b'{"choices": [{"message": {"content": "A"}}]}':
+            time.sleep(0.02)  # each read is quick, so httpx's per-read timeout never fires
+            yield bytes([byte])
+
+    client = _mock_client(lambda r: httpx.Response(200, content=trickle()), timeout_s=0.2)
+    t0 = time.perf_counter()
+    with pytest.raises(J.JudgeError, match="ReadTimeout"):
+        client.complete([{"role": "user", "content": "x"}])
+    assert time.perf_counter() - t0 < 1.0  # two attempts of ~0.2 s, not 2 x 0.9 s
+    fast = _mock_client(lambda r: httpx.Response(200, json={"choices": [{"message": {"content": "B"}}]}))
+    assert fast.complete([{"role": "user", "content": "x"}]).text == "B"
+
+
+def test_judge_pairs_survives_odd_replies_of_a_misbehaving_endpoint(monkeypatch):
+    import httpx
+
+    for k in ("LANGFUSE_HOST", "LANGFUSE_BASE_URL", "LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY"):
+        monkeypatch.delenv(k, raising=False)
+    replies = iter(
+        [
+            b'{"choices": [{"message": {"content": "A"}}], "usage": "n/a"}',
+            b'{"choices": [{"message": {"content": "A \\ud83d"}}]}',
+        ]
+    )
+    client = _mock_client(lambda r: httpx.Response(200, content=next(replies)))
+    pairs = [{"pair_id": "p1", "prompt": [{"role": "user", "content": "hi"}]}]
+    params = parse_params({"judge": {"concurrency": 1}, "evaluate": {"bootstrap_samples": 100}})
+    r = J.judge_pairs(pairs, ["x"], ["y"], params, client=client)
+    assert (r.n_items, r.usage["calls"], r.usage["errors"]) == (1, 2, 0)
+    assert r.wins + r.ties + r.losses + r.invalid == 1
+
+
+def test_judge_settings_reject_a_base_url_without_http_scheme():
+    for url in ("localhost:8000/v1", "judge.internal/v1", "ftp://judge/v1"):
+        with pytest.raises(J.JudgeConfigError, match="http:// or https://"):
+            J.judge_settings(JudgeParams(base_url=url, model="m"), env={})
+    assert J.judge_settings(JudgeParams(base_url="HTTPS://j/v1", model="m"), env={}).base_url
