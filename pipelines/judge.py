@@ -60,6 +60,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pipelines import stats
 
@@ -389,11 +390,24 @@ class JudgeConfigError(JudgeError):
     """The judge cannot work as configured (no URL/model, 401/403/404); raised, not counted."""
 
 
+def public_url(url: str) -> str:
+    """``url`` as it may be shown or stored: no ``user:password@``, no query, no fragment.
+
+    Why: a base URL can carry credentials (``https://user:token@host/v1``,
+    ``...?api-key=...``); it goes into ``eval.json``, the report and error messages.
+    """
+    try:
+        parts = urlsplit(url)
+        return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment=""))
+    except ValueError:  # e.g. a malformed IPv6 host: show nothing of it
+        return "<unparseable URL>"
+
+
 @dataclass(frozen=True)
 class JudgeSettings:
-    """Endpoint, model and call policy; the key is excluded from ``repr``."""
+    """Endpoint, model and call policy; the key and the URL (it may hold credentials) are not in ``repr``."""
 
-    base_url: str
+    base_url: str = field(repr=False)
     model: str
     api_key: str | None = field(default=None, repr=False)
     temperature: float = 0.0
@@ -401,6 +415,11 @@ class JudgeSettings:
     timeout_s: float = 60.0
     max_retries: int = 3
     backoff_s: float = 1.0
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL without credentials: what reports and errors show."""
+        return public_url(self.base_url)
 
 
 def judge_settings(judge: JudgeParams, env: Mapping[str, str] | None = None) -> JudgeSettings:
@@ -415,7 +434,8 @@ def judge_settings(judge: JudgeParams, env: Mapping[str, str] | None = None) -> 
         )
     if not base_url.lower().startswith(URL_SCHEMES):  # else every call fails, retried, as noise
         raise JudgeConfigError(
-            f"judge base URL {base_url!r} must start with http:// or https:// (e.g. https://host/v1)"
+            "the judge base URL must start with http:// or https:// (e.g. https://host/v1); "
+            "the value given is not shown: it may hold a credential"
         )
     return JudgeSettings(
         base_url=base_url.rstrip("/"),
@@ -547,7 +567,7 @@ class ChatClient:
             else:
                 if status in CONFIG_STATUS:
                     raise JudgeConfigError(
-                        f"judge endpoint {s.base_url} answered HTTP {status} "
+                        f"judge endpoint {s.endpoint} answered HTTP {status} "
                         f"(check the URL, model {s.model!r} and API key)"
                     )
                 if status < 300:
@@ -770,7 +790,7 @@ def _result(
     }
     judge = {
         "model": settings.model,
-        "endpoint": settings.base_url,
+        "endpoint": settings.endpoint,
         "prompt": prompt.summary(),
         "temperature": settings.temperature,
     }

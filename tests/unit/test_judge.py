@@ -390,3 +390,14 @@ def test_judge_settings_reject_a_base_url_without_http_scheme():
         with pytest.raises(J.JudgeConfigError, match="http:// or https://"):
             J.judge_settings(JudgeParams(base_url=url, model="m"), env={})
     assert J.judge_settings(JudgeParams(base_url="HTTPS://j/v1", model="m"), env={}).base_url
+
+
+def test_credentials_in_the_judge_url_never_reach_reports_or_errors():
+    """A base URL may carry a token (user:token@host, ?api-key=...); eval.json, errors and repr show none."""
+    secret = "s3cr3t-token"
+    s = J.JudgeSettings(base_url=f"https://user:{secret}@judge.example/v1?api-key={secret}", model="m")
+    assert s.endpoint == "https://judge.example/v1"
+    assert secret not in repr(s)
+    with pytest.raises(J.JudgeConfigError) as err:
+        J.judge_settings(JudgeParams(base_url=f"user:{secret}@judge.example/v1", model="m"), env={})
+    assert secret not in str(err.value)
