@@ -33,9 +33,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)  ## create .venv and install the project (idempotent)
 
-run: setup  ## run the whole pipeline on the embedded default (dvc repro), then show metrics
+run: setup  ## run the whole pipeline on the embedded default (dvc repro), then summarise its metrics
 	$(BIN)/dvc repro
-	$(BIN)/dvc metrics show
+	$(BIN)/python -m pipelines summary
 
 test-setup: setup  ## install the Debian packages the integration tests need (root only)
 	@bash scripts/test-services.sh

@@ -6,6 +6,7 @@ Examples::
     python -m pipelines pairs --set pairs.min_edit_ratio=0.3
     python -m pipelines generate --set generate.n_interactions=300000 --out /tmp/big
     python -m pipelines rollback                     # move `champion` back one step
+    python -m pipelines summary                      # every stage's metrics, readable
 
 ``dvc repro`` calls the same commands (see dvc.yaml).
 """
@@ -179,6 +180,23 @@ def audit(
     typer.echo(f"audit: {n_files} files scanned, {len(hits)} canary hits or unaudited files")
     if hits:
         raise typer.Exit(1)
+
+
+@app.command()
+def summary(
+    root: RootOpt = Path("."),
+    width: Annotated[int | None, typer.Option(help="line width (default: the terminal's)")] = None,
+) -> None:
+    """Every stage's metrics from the last run, a few readable lines each, in pipeline order.
+
+    Reads the same metrics/*.json as `dvc metrics show` (which prints one very wide table).
+    """
+    from pipelines.run_summary import summary as run_summary
+
+    if not (root / "dvc.yaml").exists():
+        typer.echo(f"summary: no dvc.yaml under {root}", err=True)
+        raise typer.Exit(1)
+    typer.echo(run_summary(root, width))
 
 
 def main() -> None:
