@@ -1751,6 +1751,9 @@ def replace_spans(
     return "".join(parts)
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def scrub_text(
     text: str,
     entities: Sequence[str] = ENTITY_TYPES,
@@ -1758,8 +1761,12 @@ def scrub_text(
 ) -> tuple[str, Counter[str]]:
     """Replace PII in ``text`` with placeholders; return the new text and counts per type.
 
-    The batch path on one text, so the two can never disagree.
+    The batch path on one text, so the two can never disagree. A lone surrogate (half
+    an emoji from a JSON ``\\ud83d`` escape, a cut model answer) becomes U+FFFD first:
+    no UTF-8 sink (polars, a log, an exporter) can hold it, and a scrubber that raised
+    would let its callers fall back to sending the text as it was.
     """
+    text = _LONE_SURROGATE.sub("\ufffd", text)
     results = scrub_texts([text], entities, placeholder_format) if text else []
     return (results[0][1], Counter(results[0][2])) if results else (text, Counter())
 

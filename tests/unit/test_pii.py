@@ -6,6 +6,7 @@ import itertools
 import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import polars as pl
@@ -436,3 +437,12 @@ def test_dataset_types_are_mapped_and_unknown_ones_counted():
     ds = pii_eval.parse_presidio_research(rows)
     assert [s.entity for s in ds.samples[0].gold] == ["PERSON", "PHONE"]
     assert ds.ignored_types == {"DATE_TIME": 1}
+
+
+def test_a_lone_surrogate_is_replaced_not_raised():
+    """Half an emoji (a JSON "\\ud83d" escape, an answer cut at max_tokens) made scrub_text raise
+    UnicodeEncodeError, and callers that catch it fall back to weaker scrubbing or none."""
+    text, counts = scrub_text("call 415-555-0134 \ud83d or mail jane.doe@example.com")
+    assert text == "call <PHONE> \ufffd or mail <EMAIL>"
+    assert counts == Counter({"PHONE": 1, "EMAIL": 1})
+    assert scrub_text("\udc00")[0] == "\ufffd"
