@@ -8,7 +8,7 @@ Airflow trigger form go through :func:`apply_overrides` so both are validated al
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +26,18 @@ class Section(BaseModel):
     """Base for every section: strict keys, validated on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dates_as_iso_text(cls, data: Any) -> Any:
+        """Turn YAML dates back into the ISO text the date fields hold.
+
+        Why: YAML reads an unquoted ``2026-11-02`` (in params.yaml, or ``--set
+        drift.reference_start=2026-11-02``) as a date object, which a text field rejects.
+        """
+        if isinstance(data, dict):
+            return {k: v.isoformat() if isinstance(v, date) else v for k, v in data.items()}
+        return data
 
 
 class GenerateParams(Section):

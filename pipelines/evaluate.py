@@ -343,6 +343,8 @@ def run(params: Params, layout: Layout) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     sets = load_sets(params, layout)
+    if sets["test"].height == 0:  # before loading, scoring (and downloading) two models for nothing
+        raise ValueError(f"no test pairs in {layout.pairs_split('test')}")
     fp = candidate_fingerprint(layout.candidate)
     reference = choose_reference(params, layout, fp)
     log.info("evaluate: %d test and %d safety pairs, candidate %s vs %s",
@@ -377,8 +379,6 @@ def run(params: Params, layout: Layout) -> dict[str, Any]:
             )
         evaluation[name] = result
         frames.append(_per_pair_frame(name, df, cand[name], ref[name]))
-    if evaluation["test"]["n"] == 0:
-        raise ValueError(f"no test pairs in {layout.pairs_split('test')}")
     evaluation["headline"] = headline(evaluation)
     if judged is not None:
         from pipelines import judge

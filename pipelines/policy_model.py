@@ -22,6 +22,13 @@ import mlflow
 from mlflow.pyfunc import PythonModel
 
 
+def _is_messages(value: Any) -> bool:
+    """A list of objects that each have a role and a content."""
+    return isinstance(value, list) and all(
+        isinstance(m, dict) and "role" in m and "content" in m for m in value
+    )
+
+
 class PolicyModel(PythonModel):
     """Scores or completes prompts with a candidate folder (base + merged adapters)."""
 
@@ -36,11 +43,25 @@ class PolicyModel(PythonModel):
 
     @staticmethod
     def _messages(cell: Any) -> list[dict[str, str]]:
-        if isinstance(cell, list):
-            return [{"role": str(m["role"]), "content": str(m["content"])} for m in cell]
+        """Chat messages from a cell: a list (or the array pandas reads from Parquet), JSON, or plain text.
+
+        Why so lenient: plain user text may itself start with ``[`` ("[URGENT] ..."); only
+        text that parses as a JSON list of role/content objects is taken as messages.
+        """
+        import numpy as np
+
+        from pipelines.model import pair_messages
+
+        if isinstance(cell, list | tuple | np.ndarray):
+            return pair_messages(list(cell))
         text = str(cell)
         if text.lstrip().startswith("["):
-            return [{"role": str(m["role"]), "content": str(m["content"])} for m in json.loads(text)]
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                parsed = None
+            if _is_messages(parsed):
+                return pair_messages(parsed)
         return [{"role": "user", "content": text}]
 
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
 import time
 from pathlib import Path
@@ -105,6 +106,20 @@ def flatten(prefix: str, obj: Any) -> dict[str, Any]:
             out.update(flatten(f"{prefix}.{k}" if prefix else str(k), v))
         return out
     return {prefix: json.dumps(obj) if isinstance(obj, list) else obj}
+
+
+def train_loss(reported: float, log_history: list[dict[str, Any]], *, resumed: bool) -> float:
+    """The mean training loss of the whole run, also when it was resumed from a checkpoint.
+
+    Why: the Trainer averages only the steps of its own call, so a retry that resumes
+    from the final checkpoint (the run crashed after DPO, e.g. while logging to MLflow)
+    trains no step and reports 0.0, and one resumed halfway reports the second half only.
+    The per-window losses logged so far (restored with the checkpoint) cover every step.
+    """
+    if not resumed:
+        return float(reported)
+    losses = [float(e["loss"]) for e in log_history if "loss" in e]
+    return sum(losses) / len(losses) if losses else math.nan
 
 
 def sft_records(pairs: pl.DataFrame, tokenizer: Any, max_prompt_length: int) -> list[dict[str, Any]]:
@@ -306,7 +321,7 @@ def _train_dpo(
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     metrics: dict[str, Any] = {
         "dpo_steps": int(trainer.state.global_step),
-        "dpo_train_loss": round(float(result.training_loss), 6),
+        "dpo_train_loss": round(train_loss(result.training_loss, trainer.state.log_history, resumed=resume is not None), 6),
         "resumed_from_step": int(resume.name.split("-")[1]) if resume else 0,
     }
     if val is not None:

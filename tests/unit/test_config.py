@@ -75,3 +75,16 @@ def test_dpo_loss_type_may_be_a_weighted_list_rpo():
     assert rpo.loss_types == ["sigmoid", "sft"] and rpo.loss_weights == [1.0, 0.5]
     with pytest.raises(ValueError, match="one weight per loss_type"):
         DPOPhaseParams(loss_type=["sigmoid", "sft"], loss_weights=[1.0])
+
+
+def test_unquoted_yaml_dates_are_read_as_iso_text(tmp_path):
+    """YAML turns ``2026-11-02`` into a date object; the date fields hold ISO text."""
+    p = tmp_path / "params.yaml"
+    p.write_text("generate:\n  start_date: 2026-11-02\n")
+    assert load_params(p).generate.start_date == "2026-11-02"
+    overrides = dict(parse_override(o) for o in (
+        "drift.reference=dates", "drift.reference_start=2026-11-02", "drift.reference_end=2026-11-09 12:00:00"))
+    d = load_params(p, overrides).drift
+    assert (d.reference_start, d.reference_end) == ("2026-11-02", "2026-11-09T12:00:00")
+    with pytest.raises(ConfigError, match="reference_end must be after"):
+        load_params(p, {**overrides, "drift.reference_end": yaml.safe_load("2026-11-01")})

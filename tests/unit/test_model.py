@@ -6,6 +6,7 @@ Everything here uses a tiny model (a few thousand parameters) built from a confi
 from __future__ import annotations
 
 import json
+import math
 
 import polars as pl
 import pytest
@@ -216,3 +217,44 @@ def test_apply_runtime_sets_threads_only_when_asked():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------- registered pyfunc
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        ("[URGENT] the deploy failed", [{"role": "user", "content": "[URGENT] the deploy failed"}]),
+        ("[1, 2] are the ids", [{"role": "user", "content": "[1, 2] are the ids"}]),
+        ('[{"role": "user", "content": "hi"}]', [{"role": "user", "content": "hi"}]),
+        ([{"role": "user", "content": None}], [{"role": "user", "content": ""}]),
+        ("plain text", [{"role": "user", "content": "plain text"}]),
+    ],
+)
+def test_policy_model_prompt_cells_plain_text_may_start_with_a_bracket(cell, expected):
+    from pipelines.policy_model import PolicyModel
+
+    assert PolicyModel._messages(cell) == expected
+
+
+def test_policy_model_reads_prompt_cells_as_pandas_reads_them_from_parquet(tmp_path):
+    """pandas gives a list-of-structs cell as a numpy array of dicts, not a list."""
+    from pipelines.policy_model import PolicyModel
+
+    _pairs(1).write_parquet(tmp_path / "p.parquet")
+    cell = pl.read_parquet(tmp_path / "p.parquet").to_pandas()["prompt"].iloc[0]
+    assert PolicyModel._messages(cell) == [{"role": "user", "content": "Question 0: can you help?"}]
+
+
+# --------------------------------------------------------------------------- resumed training
+
+
+def test_train_loss_of_a_resumed_run_covers_every_logged_step():
+    from pipelines.train import train_loss
+
+    history = [{"loss": 0.7, "step": 2}, {"eval_loss": 0.5, "step": 2}, {"loss": 0.5, "step": 4}]
+    assert train_loss(0.61, history, resumed=False) == 0.61  # a fresh run: the Trainer's own mean
+    # resumed from the final checkpoint: the Trainer trained no step and reports 0.0
+    assert train_loss(0.0, history, resumed=True) == pytest.approx(0.6)
+    assert math.isnan(train_loss(0.0, [], resumed=True))
