@@ -7,6 +7,12 @@ of them may appear anywhere outside ``data/raw``. "Zero hits" must mean "no PII"
   zstd are decompressed (recursively, under a size cap), Parquet is parsed;
 - Parquet is read with pyarrow and every string, binary and dictionary leaf is searched
   at any depth (lists, structs, maps), plus column names and key-value metadata;
+- numbers are searched too: an integer, decimal or whole float cell, or a bare number in
+  text (a JSON number), that equals a canary's digits ("4111 1111 1111 1111" as
+  4111111111111111, an SSN or phone number without separators) is a hit; only whole
+  numbers of at least ``MIN_NUMBER_DIGITS`` digits count, so counts and ids do not match;
+- text need not be UTF-8: UTF-16/32 (by BOM, or UTF-16 by its NUL bytes) is decoded, and
+  invalid UTF-8 that is mostly ASCII is also read as cp1252 (Latin-1 "José García");
 - every text is also searched with JSON string escapes decoded (``\\u00e9``, ``\\n``),
   and in a normalised form (NFKC, lower case, whitespace runs folded to one space) with
   the canaries normalised the same way: "JOSÉ\\nGARCÍA" still counts as "José García";
@@ -21,6 +27,7 @@ Run it on your own deployment too::
 from __future__ import annotations
 
 import bz2
+import codecs
 import gzip
 import importlib
 import io
@@ -35,6 +42,7 @@ from typing import BinaryIO
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 MIN_CANARY_CHARS = 4
@@ -52,7 +60,24 @@ MAX_ESCAPE_ROUNDS = 2
 """Levels of JSON escapes decoded: JSON inside a JSON string (a logged payload) has two."""
 BINARY_REPLACEMENT_RATIO = 0.02
 """Above this share of undecodable bytes a file is binary (weights): it is searched for the
-canaries as written only; case-insensitive matches in random bytes would be noise."""
+canaries as written only; case-insensitive matches in random bytes would be noise. A UTF-16
+reading with more control characters than this is not text either."""
+MIN_NUMBER_DIGITS = 7
+"""A canary is also looked for as a bare number when its digits (separators dropped) are at
+least this many: a local phone number has 7; shorter numbers (counts, years, amounts) would
+equal a canary by chance."""
+UTF16_SNIFF_BYTES = 64 * 1024
+"""UTF-16 without a BOM is recognised from this many leading bytes."""
+UTF16_MIN_NUL_SHARE = 0.3
+"""UTF-16 Latin-script text: one byte of most code units is NUL (ASCII "J" is ``4A 00``)..."""
+UTF16_MAX_STRAY_NUL_SHARE = 0.02
+"""...and the other byte almost never is (an array of small integers has NULs in both)."""
+LATIN1_MIN_ASCII_SHARE = 0.7
+"""Invalid UTF-8 is also read as cp1252 when at least this share of its bytes is printable
+ASCII: Latin-script text in a legacy code page; random bytes have ~40%."""
+LATIN1_BLOCK_BYTES = 64 * 1024
+"""Only the blocks (about this size, cut at line ends) holding invalid UTF-8 are read as cp1252:
+a log with one Latin-1 line is not searched twice."""
 
 PARQUET_MAGIC = b"PAR1"
 GZIP_MAGIC = b"\x1f\x8b\x08"  # deflate, the only gzip method
@@ -73,6 +98,22 @@ _CASEFOLD_EXTRA = {"ß": "ss", "ς": "σ"}
 _JSON_ESCAPE = re.compile(r'\\(?:u([0-9a-fA-F]{4})(?:\\u([0-9a-fA-F]{4}))?|(["\\/bfnrt]))')
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SIMPLE_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+_NUMBER_SEPARATORS = re.compile(r"[\s\-.()+]")
+"""Dropped from a canary to get its digits: "(206) 555-0134", "+1 206.555.0134", "001-54-4970"."""
+_IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+"""An IPv4 address with its dots dropped is no number anyone stores: not looked for as one."""
+_NUMBER_TOKEN = rf"[\p{{L}}\p{{N}}]*[0-9]{{{MIN_NUMBER_DIGITS},}}[\p{{L}}\p{{N}}]*"
+"""A run of letters and digits holding a long digit run; kept only when all digits (a whole number)."""
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16 LE: it starts with the same two bytes
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_WIDE_BOM_STARTS = tuple(bom for bom, _ in _WIDE_BOMS)
+_PRINTABLE_ASCII = bytes(range(0x20, 0x7F)) + b"\t\n\r"
+_CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
+"""What text has almost none of: C0 controls but tab and line ends, DEL, U+FFFD."""
 
 
 @dataclass(frozen=True)
@@ -91,10 +132,13 @@ class Hit:
 
 @dataclass(frozen=True)
 class Text:
-    """Searchable strings from one file; ``binary`` when they are leniently decoded bytes."""
+    """Searchable strings from one file; ``binary`` when they are leniently decoded bytes,
+    ``numbers`` when they are numeric cells (integers, or a decimal's digits): matched whole,
+    not searched."""
 
     strings: pl.Series
     binary: bool = False
+    numbers: bool = False
 
 
 class NotAuditedError(Exception):
@@ -171,7 +215,7 @@ def _texts_from_bytes(data: bytes, budget: _Budget, depth: int = 0) -> Iterator[
         if sniff(data):
             yield from _texts_from_bytes(_decompress(data, name, opener, budget), budget, depth + 1)
             return
-    yield _text_from_raw(data)
+    yield from _texts_from_raw(data)
 
 
 def _decompress(data: bytes, name: str, opener: Callable[[bytes], BinaryIO], budget: _Budget) -> bytes:
@@ -192,6 +236,94 @@ def _text_from_raw(data: bytes) -> Text:
     return Text(pl.Series([text], dtype=pl.String), binary=binary)
 
 
+def _texts_from_raw(data: bytes) -> Iterator[Text]:
+    """Bytes read as UTF-8 (as always), plus a UTF-16/32 or cp1252 reading when they are such text.
+
+    Both readings are searched: a file may mix encodings, and no reading searched before is lost.
+    """
+    try:
+        utf8, utf8_valid = Text(pl.Series([data.decode("utf-8")], dtype=pl.String)), True
+    except UnicodeDecodeError:
+        utf8, utf8_valid = _text_from_raw(data), False
+    yield utf8
+    if (other := _other_reading(data, utf8_valid)) is not None:
+        yield Text(pl.Series([other], dtype=pl.String))
+
+
+def _other_reading(data: bytes, utf8_valid: bool) -> str | None:
+    """The text of bytes that UTF-8 misreads: UTF-16/32 (BOM or NUL pattern), else cp1252; or None.
+
+    UTF-16 of ASCII is valid UTF-8 (with NULs), so it is looked for first; ``utf8_valid``
+    spares valid UTF-8 the cp1252 look.
+    """
+    if (text := _wide_text(data)) is not None:
+        return text
+    return None if utf8_valid else _cp1252_blocks(data) or None
+
+
+def _wide_text(data: bytes) -> str | None:
+    """``data`` decoded as UTF-16/32 when ``_wide_encoding`` says so and the result is text."""
+    encoding = _wide_encoding(data)
+    if encoding is None:
+        return None
+    text = data.decode(encoding, errors="replace")
+    return text if _control_share(text) <= BINARY_REPLACEMENT_RATIO else None
+
+
+def _cp1252_blocks(data: bytes) -> str:
+    """The blocks of ``data`` that are invalid UTF-8 but mostly printable ASCII, read as cp1252.
+
+    Adjacent blocks are read together; others are NUL-separated (a word boundary that
+    joins no phrase). Binary blocks are left out: they stay searched as written only.
+    """
+    spans: list[list[int]] = []
+    start = 0
+    while start < len(data):
+        end = data.find(b"\n", start + LATIN1_BLOCK_BYTES) + 1 or len(data)
+        block = data[start:end]
+        if _printable_ascii_share(block) >= LATIN1_MIN_ASCII_SHARE and not _is_utf8(block):
+            if spans and spans[-1][1] == start:
+                spans[-1][1] = end
+            else:
+                spans.append([start, end])
+        start = end
+    return "\0".join(data[s:e].decode("cp1252", errors="replace") for s, e in spans)
+
+
+def _is_utf8(data: bytes) -> bool:
+    """Strict decoding: a block that already reads right as UTF-8 needs no cp1252 reading."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _wide_encoding(data: bytes) -> str | None:
+    """UTF-32 or UTF-16 by BOM, or UTF-16 without one by its NULs: every other byte, one parity only."""
+    if data.startswith(_WIDE_BOM_STARTS):
+        return next(encoding for bom, encoding in _WIDE_BOMS if data.startswith(bom))
+    sample = data[:UTF16_SNIFF_BYTES]
+    units = len(sample) // 2
+    if units == 0 or sample.count(0) < UTF16_MIN_NUL_SHARE * units:  # too few NULs: the usual case
+        return None
+    even, odd = sample[0::2].count(0), sample[1::2].count(0)
+    for nuls, stray, encoding in ((odd, even, "utf-16-le"), (even, odd, "utf-16-be")):
+        if nuls >= UTF16_MIN_NUL_SHARE * units and stray <= UTF16_MAX_STRAY_NUL_SHARE * units:
+            return encoding
+    return None
+
+
+def _control_share(text: str) -> float:
+    """Share of characters text has almost none of (controls, U+FFFD): high means binary."""
+    return (len(text) - len(_CONTROL_CHARS.sub("", text))) / max(len(text), 1)
+
+
+def _printable_ascii_share(data: bytes) -> float:
+    """Share of bytes that are printable ASCII or whitespace (``bytes.translate`` runs in C)."""
+    return 1 - len(data.translate(None, _PRINTABLE_ASCII)) / max(len(data), 1)
+
+
 def _texts_from_zip(data: bytes, budget: _Budget, depth: int) -> Iterator[Text]:
     """Member names, then each member's content (sniffed again: a zip may hold Parquet or gzip)."""
     try:
@@ -210,7 +342,7 @@ def _texts_from_zip(data: bytes, budget: _Budget, depth: int) -> Iterator[Text]:
 
 
 def _texts_from_parquet(data: bytes) -> Iterator[Text]:
-    """Column names, metadata and every text leaf of a Parquet file, one row group at a time.
+    """Column names, metadata and every text and number leaf of a Parquet file, one row group at a time.
 
     A file that starts like Parquet but does not parse is searched as bytes (uncompressed
     pages may still show a leak) and then reported: its compressed pages went unseen.
@@ -229,7 +361,8 @@ def _texts_from_parquet(data: bytes) -> Iterator[Text]:
             raise NotAuditedError(f"unreadable Parquet row group {i} ({type(e).__name__})") from e
         for column in group.columns:
             for chunk in column.chunks:
-                yield from (_text_from_arrow(leaf) for leaf in _arrow_text_leaves(chunk))
+                for leaf in _arrow_leaves(chunk):
+                    yield from _texts_from_arrow(leaf)
 
 
 def _schema_strings(schema: pa.Schema, file_metadata: dict[bytes, bytes] | None) -> list[str]:
@@ -253,20 +386,20 @@ def _kv_items(metadata: dict[bytes, bytes] | None) -> Iterator[bytes]:
         yield value
 
 
-def _arrow_text_leaves(array: pa.Array) -> Iterator[pa.Array]:
-    """Every string or binary array inside ``array``: dictionaries, lists, maps, structs, unions."""
+def _arrow_leaves(array: pa.Array) -> Iterator[pa.Array]:
+    """Every string, binary or number array inside ``array``: dictionaries, lists, maps, structs, unions."""
     kind = array.type
-    if _is_string(kind) or _is_binary(kind):
+    if _is_string(kind) or _is_binary(kind) or _is_number(kind):
         yield array
     elif pa.types.is_dictionary(kind):
-        yield from _arrow_text_leaves(array.dictionary)
+        yield from _arrow_leaves(array.dictionary)
     elif isinstance(kind, pa.BaseExtensionType):  # arrow.json, arrow.uuid, user types
-        yield from _arrow_text_leaves(array.storage)
+        yield from _arrow_leaves(array.storage)
     elif pa.types.is_struct(kind) or pa.types.is_union(kind):
         for i in range(kind.num_fields):
-            yield from _arrow_text_leaves(array.field(i))
+            yield from _arrow_leaves(array.field(i))
     elif hasattr(array, "values"):  # list, large/fixed-size list, list view, map, run-end encoded
-        yield from _arrow_text_leaves(array.values)
+        yield from _arrow_leaves(array.values)
 
 
 def _is_string(kind: pa.DataType) -> bool:
@@ -278,15 +411,68 @@ def _is_binary(kind: pa.DataType) -> bool:
             or pa.types.is_fixed_size_binary(kind) or pa.types.is_binary_view(kind))
 
 
-def _text_from_arrow(leaf: pa.Array) -> Text:
-    """Non-null cells as strings; binary cells that are not valid UTF-8 are decoded leniently."""
-    if _is_binary(leaf.type):
-        try:
-            leaf = leaf.cast(pa.large_string())
-        except pa.ArrowInvalid:
-            cells = [b.decode("utf-8", errors="replace") for b in leaf.to_pylist() if b is not None]
-            return Text(pl.Series(cells, dtype=pl.String), binary=True)
-    return Text(pl.Series(leaf.cast(pa.large_string())).drop_nulls())
+def _is_number(kind: pa.DataType) -> bool:
+    """Integer, decimal and float columns: a card or phone number may be stored as a number."""
+    return pa.types.is_integer(kind) or pa.types.is_decimal(kind) or pa.types.is_floating(kind)
+
+
+def _texts_from_arrow(leaf: pa.Array) -> Iterator[Text]:
+    """Non-null cells as strings, numbers as in ``_text_from_numbers``, binary as in ``_texts_from_binary``."""
+    if _is_number(leaf.type):
+        yield _text_from_numbers(leaf)
+    elif _is_binary(leaf.type):
+        yield from _texts_from_binary(leaf)
+    else:
+        yield Text(pl.Series(leaf.cast(pa.large_string())).drop_nulls())
+
+
+def _texts_from_binary(leaf: pa.Array) -> Iterator[Text]:
+    """Binary cells as UTF-8 (leniently, flagged binary, when some are not UTF-8), plus the
+    cells that hold UTF-16/32 text, decoded (see ``_wide_cells``)."""
+    try:
+        utf8 = Text(pl.Series(leaf.cast(pa.large_string())).drop_nulls())
+    except pa.ArrowInvalid:
+        cells = [b.decode("utf-8", errors="replace") for b in leaf.to_pylist() if b is not None]
+        utf8 = Text(pl.Series(cells, dtype=pl.String), binary=True)
+    yield utf8
+    wide = [text for cell in _wide_cells(leaf) if (text := _wide_text(cell)) is not None]
+    if wide:
+        yield Text(pl.Series(wide, dtype=pl.String))
+
+
+def _wide_cells(leaf: pa.Array) -> list[bytes]:
+    """Cells that may be UTF-16/32: a BOM's first two bytes, or NULs enough for UTF-16.
+
+    pyarrow picks them; only those go through Python (a column of hashes or embeddings
+    costs two vectorised passes, not a loop).
+    """
+    if pa.types.is_binary_view(leaf.type):  # no substring kernels for views
+        leaf = leaf.cast(pa.large_binary())
+    nuls_needed = pc.multiply(pc.divide(pc.binary_length(leaf), 2), UTF16_MIN_NUL_SHARE)
+    enough_nuls = pc.greater_equal(pc.count_substring(leaf, "\0"), nuls_needed)
+    bom = pc.is_in(pc.binary_slice(leaf, 0, 2), value_set=pa.array({b[:2] for b in _WIDE_BOM_STARTS}))
+    maybe = pc.and_(pc.or_(enough_nuls, bom), pc.greater(pc.binary_length(leaf), 0))
+    return pc.filter(leaf, maybe).to_pylist()
+
+
+def _text_from_numbers(leaf: pa.Array) -> Text:
+    """Integer and whole float cells as integers, decimal cells as their digits ("4111111111111111.00"
+    loses its zero fraction), to be matched whole (``_find_numbers``)."""
+    if pa.types.is_decimal(leaf.type):
+        digits = pl.Series(leaf.cast(pa.large_string())).drop_nulls()
+        return Text(digits.str.replace(r"\.0*$", ""), numbers=True)
+    if pa.types.is_floating(leaf.type):
+        leaf = _whole_floats(leaf)
+    return Text(pl.Series(leaf).drop_nulls(), numbers=True)
+
+
+def _whole_floats(leaf: pa.Array) -> pa.Array:
+    """The whole-valued cells of a float array as int64 (pandas stores an int column with gaps
+    as float); fractions, NaN and inf dropped."""
+    values = leaf.cast(pa.float64())
+    whole = pc.and_(pc.is_finite(values), pc.equal(pc.floor(values), values))
+    fits = pc.less(pc.abs(values), float(2**63))
+    return pc.filter(values, pc.and_(whole, fits)).cast(pa.int64())
 
 
 def file_texts(path: Path) -> Iterator[Text]:
@@ -415,18 +601,56 @@ class _Needles:
 
     exact: dict[str, list[int]]
     any_form: dict[str, list[int]]  # exact plus normalised forms
+    digits: dict[str, list[int]]  # digit forms, matched whole against numbers (``_digit_form``)
 
     @classmethod
     def of(cls, values: list[str]) -> _Needles:
         exact: dict[str, list[int]] = {}
+        digits: dict[str, list[int]] = {}
         for i, value in enumerate(values):
             exact.setdefault(value, []).append(i)
+            if (number := _digit_form(value)) is not None:
+                digits.setdefault(number, []).append(i)
         normalised = _normalise(pl.Series(values, dtype=pl.String)).str.strip_chars().to_list()
         any_form = {k: list(v) for k, v in exact.items()}
         for i, value in enumerate(normalised):
             if len(value) >= MIN_CANARY_CHARS and i not in any_form.setdefault(value, []):
                 any_form[value].append(i)
-        return cls(exact, any_form)
+        return cls(exact, any_form, digits)
+
+
+def _digit_form(value: str) -> str | None:
+    """A canary as a stored number: its digits without separators or leading zeros (an int has
+    none), when that is all digits and long enough not to equal a count by chance; else None."""
+    if _IPV4.fullmatch(value):
+        return None
+    digits = _NUMBER_SEPARATORS.sub("", value).lstrip("0")
+    if digits.isascii() and digits.isdigit() and len(digits) >= MIN_NUMBER_DIGITS:
+        return digits
+    return None
+
+
+def _number_tokens(strings: pl.Series) -> pl.Series:
+    """Whole numbers of at least ``MIN_NUMBER_DIGITS`` digits in text (a JSON number), leading zeros
+    dropped like ``_digit_form``; a digit run glued to letters ("ab1234567") is no number."""
+    tokens = strings.str.extract_all(_NUMBER_TOKEN).explode().drop_nulls()
+    return tokens.filter(tokens.str.contains(r"^[0-9]+$")).str.strip_chars_start("0")
+
+
+def _find_numbers(numbers: pl.Series, digits: dict[str, list[int]]) -> set[int]:
+    """Canary indices whose digit form equals a whole number cell or token.
+
+    Equality, not substring search: a column of counts or ids holds every short digit run.
+    Integer cells are compared as integers (no string per cell); digit forms too large for
+    the column's type cannot occur in it and are dropped.
+    """
+    if numbers.is_empty() or not digits:
+        return set()
+    keys = pl.Series(list(digits), dtype=pl.String)
+    if numbers.dtype.is_integer():
+        keys = keys.cast(numbers.dtype, strict=False).drop_nulls()
+    matched = numbers.filter(numbers.is_in(keys)).unique().cast(pl.String)
+    return {i for v in matched.to_list() for i in digits[v]}
 
 
 def _whole_word_in(value: str, series: pl.Series) -> bool:
@@ -475,17 +699,25 @@ def iter_files(roots: Iterable[str | Path]) -> Iterator[Path]:
 def _scan_file(path: Path, canaries: list[tuple[str, str]], needles: _Needles) -> list[Hit]:
     """Hits in one file, plus a NOT_AUDITED hit when part of it could not be searched.
 
-    Binary content is searched for the canaries as written only (see ``_variants``).
+    Binary content is searched for the canaries as written only (see ``_variants``); numbers
+    (numeric cells, and whole numbers in text that is not binary) are matched by digit form.
     """
     texts: list[pl.Series] = []
     binaries: list[pl.Series] = []
     hits: list[Hit] = []
+    found: set[int] = set()
     try:
         for text in file_texts(path):
-            (binaries if text.binary else texts).append(_variants(text))
+            if text.numbers:
+                found |= _find_numbers(text.strings, needles.digits)
+            elif text.binary:
+                binaries.append(_variants(text))
+            else:
+                texts.append(_variants(text))
+                found |= _find_numbers(_number_tokens(text.strings), needles.digits)
     except NotAuditedError as e:
         hits.append(Hit(str(path), NOT_AUDITED, -1, str(e)))
-    found = _find(texts, needles.any_form) | _find(binaries, needles.exact)
+    found |= _find(texts, needles.any_form) | _find(binaries, needles.exact)
     return hits + [Hit(str(path), canaries[i][0], i) for i in sorted(found)]
 
 

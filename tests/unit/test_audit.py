@@ -79,6 +79,8 @@ def _parquet_cases():
         "nested_field_name": pa.table({"p": pa.array([{EMAIL: 1}])}),
         "metadata": pa.table({"x": ["ok"]}).replace_schema_metadata({"note": cell}),
         "json_extension": pa.table({"j": pa.ExtensionArray.from_storage(pa.json_(), pa.array([json.dumps(cell)]))}),
+        "utf16_binary": pa.table({"p": pa.array([cell.encode("utf-16-le")], pa.binary())}),  # valid UTF-8 (NULs)
+        "utf16_bom_binary": pa.table({"p": pa.array([b"\x00\xff", cell.encode("utf-16")], pa.binary())}),
     }
 
 
@@ -273,3 +275,95 @@ def test_folding_keeps_the_whole_word_rule_and_binary_files_stay_case_sensitive(
     (tmp_path / "x.bin").write_bytes(weights + b" Emre " + weights)  # as written: still found
     hits, _ = scan([tmp_path], c)
     assert [(h.path.rsplit("/", 1)[-1], h.entity) for h in hits] == [("x.bin", "PERSON")]
+
+
+# --- numbers: a card or phone number stored as a number, not as text ---------------------
+
+CARD, SSN, PHONE = "4111 1111 1111 1111", "001-54-4970", "(206) 555-0134"
+
+
+def _number_cases():
+    """Arrow tables holding the card (or the SSN, leading zeros lost) as a number, among counts."""
+    from decimal import Decimal
+
+    import pyarrow as pa
+
+    counts = list(range(1, 3001))
+    card, ssn = 4111111111111111, 1544970
+    return {
+        "int64": pa.table({"n": counts, "card": [card, *counts[1:]]}),
+        "uint64": pa.table({"card": pa.array([card], pa.uint64())}),
+        "decimal": pa.table({"card": pa.array([Decimal(f"{card}.00")], pa.decimal128(20, 2))}),
+        "float_with_nulls": pa.table({"card": pa.array([float(card), None, 1.5])}),  # pandas: ints + NaN
+        "dictionary": pa.table({"card": pa.array([card, card, 7]).dictionary_encode()}),
+        "nested": pa.table({"p": pa.array([[{"card": [card]}]])}),
+        "ssn": pa.table({"ssn": pa.array([ssn], pa.int32())}),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_number_cases()))
+def test_a_card_or_ssn_stored_as_a_number_is_found(tmp_path, case):
+    import pyarrow.parquet as pq
+
+    c = _canaries(tmp_path, [("CREDIT_CARD", CARD), ("US_SSN", SSN)])
+    pq.write_table(_number_cases()[case], tmp_path / "t.parquet", compression="zstd")
+    assert [h.entity for h in scan([tmp_path / "t.parquet"], c)[0]] == ["US_SSN" if case == "ssn" else "CREDIT_CARD"]
+
+
+def test_counts_do_not_match_short_canaries_only_equal_long_numbers_do(tmp_path):
+    c = _canaries(tmp_path, [("PIN", "4821"), ("PIN", "90-21"), ("CREDIT_CARD", CARD), ("PHONE", PHONE)])
+    tmp_path = tmp_path / "data"
+    tmp_path.mkdir()
+    pl.DataFrame({
+        "count": list(range(1, 10_001)),  # holds 4821 and 9021
+        "big": [41111111111111110 + i for i in range(10_000)],  # holds the card's digits, never equals them
+        "card": [4111111111111111] + [None] * 9_999,
+    }).write_parquet(tmp_path / "t.parquet")
+    # the phone's digits glued to letters or inside a longer number; "90-21" as digits
+    (tmp_path / "t.jsonl").write_text(json.dumps({"id": "ab2065550134", "x": 20655501340, "y": 9021}))
+    assert [(h.path.rsplit("/", 1)[-1], h.entity) for h in scan([tmp_path], c)[0]] == [("t.parquet", "CREDIT_CARD")]
+
+
+def test_a_card_or_phone_as_a_bare_json_number_is_found(tmp_path):
+    c = _canaries(tmp_path, [("CREDIT_CARD", CARD), ("PHONE", PHONE), ("US_SSN", SSN)])
+    tmp_path = tmp_path / "data"
+    tmp_path.mkdir()
+    (tmp_path / "a.jsonl").write_text(json.dumps({"card": 4111111111111111}) + "\n" + json.dumps({"tel": 2065550134}))
+    (tmp_path / "b.log").write_text("INFO ssn=001544970 ok")
+    assert sorted(h.entity for h in scan([tmp_path], c)[0]) == ["CREDIT_CARD", "PHONE", "US_SSN"]
+
+
+# --- encodings: text that is not UTF-8 -----------------------------------------------------
+
+
+def _encoded_cases():
+    """file name -> bytes: the e-mail and the accented name in an encoding that is not UTF-8."""
+    text = f"user {NAME} {EMAIL}"
+    utf8_lines = "\n".join(json.dumps({"i": i, "msg": "caf\u00e9"}, ensure_ascii=False) for i in range(5000))
+    return {
+        "bom.txt": text.encode("utf-16"),
+        "le.txt": text.encode("utf-16-le"),  # no BOM: found by its NUL bytes
+        "be.txt": text.encode("utf-16-be"),
+        "utf32.txt": text.encode("utf-32"),
+        "latin1.csv": f"id;user;mail\n1;{NAME};{EMAIL}\n".encode("latin-1"),
+        "cp1252.txt": f"\u201c{text}\u201d".encode("cp1252"),
+        "mixed.jsonl": f"{utf8_lines}\n".encode() + json.dumps({"msg": text}, ensure_ascii=False).encode("latin-1"),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_encoded_cases()))
+def test_utf16_and_latin1_text_is_decoded(tmp_path, name):
+    (tmp_path / name).write_bytes(_encoded_cases()[name])
+    assert _hits(tmp_path, tmp_path / name) == ["EMAIL", "PERSON"]
+
+
+def test_binary_with_nuls_or_high_bytes_is_not_read_as_utf16_or_latin1(tmp_path):
+    import struct
+
+    c = _canaries(tmp_path, [("PERSON", "Emre")])
+    tmp_path = tmp_path / "data"
+    tmp_path.mkdir()
+    ints = struct.pack("<3000i", *range(3000))  # small int32s: NULs in both byte parities
+    (tmp_path / "ids.bin").write_bytes(ints + b" emre " + ints)
+    (tmp_path / "w.bin").write_bytes(bytes(range(128, 256)) * 100 + b" emre ")
+    assert scan([tmp_path], c)[0] == []
