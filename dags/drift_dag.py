@@ -20,6 +20,8 @@ Until `pipelines.drift` exists, `check_drift` is **skipped** with a message sayi
 (and so is everything after it): the DAG is wired, the check is not there yet.
 
 Trigger it by hand with a different threshold, or with retraining off, from the form.
+A form that does not validate fails at once (retrying the same form cannot help); other
+failures retry twice with exponential backoff, and a task that fails for good posts to Slack.
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Asset, CronTriggerTimetable, Param, Variable, dag, task
+from airflow.sdk import (
+    Asset,
+    CronTriggerTimetable,
+    Param,
+    Variable,
+    dag,
+    task,
+)
+from prefpipe_retry import BAD_INPUT_FAILS_AT_ONCE
 from prefpipe_slack import SlackAlertNotifier, run_links, send_alert
 
 from pipelines import orchestration as orch
@@ -39,6 +49,7 @@ RETRAIN_REQUESTED = Asset(name=orch.RETRAIN_ASSET_NAME, uri=orch.RETRAIN_ASSET_U
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "prefpipe",
     **orch.retry_settings(),
+    "retry_policy": BAD_INPUT_FAILS_AT_ONCE,
     "on_failure_callback": [SlackAlertNotifier()],
 }
 

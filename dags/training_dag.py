@@ -38,14 +38,12 @@ from airflow.sdk import (
     Asset,
     AssetOrTimeSchedule,
     CronTriggerTimetable,
-    ExceptionRetryPolicy,
     Param,
-    RetryAction,
-    RetryRule,
     Variable,
     dag,
     task,
 )
+from prefpipe_retry import BAD_INPUT_FAILS_AT_ONCE
 from prefpipe_slack import SlackAlertNotifier, run_links, send_alert
 
 from pipelines import orchestration as orch
@@ -55,16 +53,6 @@ from pipelines.stages import STAGE_HELP
 DAG_ID = orch.TRAINING_DAG_ID
 RETRAIN_REQUESTED = Asset(name=orch.RETRAIN_ASSET_NAME, uri=orch.RETRAIN_ASSET_URI)
 NEW_CHAMPION = Asset(name="prefpipe_new_champion", uri="x-prefpipe://registry/champion")
-
-BAD_INPUT_FAILS_AT_ONCE = ExceptionRetryPolicy(
-    rules=[
-        RetryRule(
-            exception=["pipelines.orchestration.InvalidOverrides", "pipelines.orchestration.WorkspaceError"],
-            action=RetryAction.FAIL,
-            reason="invalid parameters or workspace: retrying the same run cannot help",
-        )
-    ]
-)
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "prefpipe",

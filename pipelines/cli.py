@@ -35,7 +35,12 @@ app = typer.Typer(
     add_completion=False,
 )
 
-ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file to read")]
+DEFAULT_PARAMS_FILE = Path("params.yaml")
+"""Read when ``--params`` is not given; its absence means all defaults (see ``load_params``)."""
+ParamsOpt = Annotated[
+    Path | None,
+    typer.Option("--params", "-p", help="params file to read (default: ./params.yaml, all defaults when missing)"),
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="override one parameter for this run: key.path=value (repeatable)"),
@@ -67,10 +72,19 @@ def _fail(command: str, err: object, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _run(stage: str, params_path: Path, overrides: list[str] | None, root: Path) -> None:
+def _params_file(given: Path | None) -> Path:
+    """The params file to read. Why a given one must exist: a typo would silently run on defaults."""
+    if given is None:
+        return DEFAULT_PARAMS_FILE
+    if not given.is_file():
+        raise ConfigError(f"params file {given} not found")
+    return given
+
+
+def _run(stage: str, params_path: Path | None, overrides: list[str] | None, root: Path) -> None:
     _setup_logging()
     try:
-        params = load_params(params_path, dict(parse_override(o) for o in overrides or []))
+        params = load_params(_params_file(params_path), dict(parse_override(o) for o in overrides or []))
     except ConfigError as err:
         raise _fail(stage, err, EXIT_CONFIG) from None
     try:
@@ -87,7 +101,7 @@ def _run(stage: str, params_path: Path, overrides: list[str] | None, root: Path)
 
 def _make_command(stage: str):
     def command(
-        params: ParamsOpt = Path("params.yaml"),
+        params: ParamsOpt = None,
         set_: SetOpt = None,
         root: RootOpt = Path("."),
     ) -> None:
@@ -108,22 +122,24 @@ def generate(
     n_interactions: Annotated[int | None, typer.Option(help="override generate.n_interactions")] = None,
     shift: Annotated[str | None, typer.Option(help="none | topic | length | tenant | all")] = None,
     fmt: Annotated[str, typer.Option("--format", help="jsonl | parquet")] = "jsonl",
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Generate seeded synthetic raw events with planted PII canaries and malformed lines."""
+    from pipelines.generate import FORMATS, generate_to
+
     _setup_logging()
-    overrides = dict(parse_override(o) for o in set_ or [])
-    if n_interactions is not None:
-        overrides["generate.n_interactions"] = n_interactions
-    if shift is not None:
-        overrides["generate.shift"] = shift
     try:
-        p = load_params(params, overrides)
+        if fmt not in FORMATS:
+            raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        overrides = dict(parse_override(o) for o in set_ or [])
+        if n_interactions is not None:
+            overrides["generate.n_interactions"] = n_interactions
+        if shift is not None:
+            overrides["generate.shift"] = shift
+        p = load_params(_params_file(params), overrides)
     except ConfigError as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(2) from None
-    from pipelines.generate import generate_to
+        raise _fail("generate", err, EXIT_CONFIG) from None
 
     stats = generate_to(p, out, fmt=fmt)
     typer.echo(json.dumps(stats, indent=2, sort_keys=True, default=str))
@@ -132,7 +148,7 @@ def generate(
 @app.command()
 def rollback(
     to_version: Annotated[str | None, typer.Option(help="registry version to make champion (default: the previous one)")] = None,
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = None,
 ) -> None:
     """Move the `champion` alias back to the previous champion (or a named version)."""
     _setup_logging()
@@ -140,7 +156,7 @@ def rollback(
     from pipelines.promote import rollback as do_rollback
 
     try:
-        result = do_rollback(load_params(params), to_version=to_version)
+        result = do_rollback(load_params(_params_file(params)), to_version=to_version)
     except (ConfigError, NothingToRollBack) as err:
         typer.echo(f"rollback: {err}", err=True)
         raise typer.Exit(1) from None
@@ -171,14 +187,18 @@ def audit(
     if public:
         values, excluded = without_public(values, public)
         typer.echo(f"audit: {len(excluded)} canaries also occur in the public inputs and are not checked")
+    missing = [p for p in paths if not p.exists()]  # a mistyped path scans nothing: never a pass
+    for path in missing:
+        typer.echo(f"NOT AUDITED {path}: no such file or folder")
     hits, n_files = scan(paths, values)
     for hit in hits:
         if hit.canary_index < 0:  # a file that could not be searched: a failure too, never a pass
             typer.echo(f"NOT AUDITED {hit.path}: {hit.reason}")
         else:
             typer.echo(f"LEAK {hit.entity} (canary #{hit.canary_index}) in {hit.path}")
-    typer.echo(f"audit: {n_files} files scanned, {len(hits)} canary hits or unaudited files")
-    if hits:
+    problems = len(hits) + len(missing)
+    typer.echo(f"audit: {n_files} files scanned, {problems} canary hits or unaudited files")
+    if problems:
         raise typer.Exit(1)
 
 

@@ -3,6 +3,9 @@
 - hh-rlhf (Anthropic, MIT): each line holds two full transcripts that share a prefix.
   The prompt is everything up to the LAST ``\\n\\nAssistant:``; splitting at the first
   one would put the whole conversation into ``chosen`` (a known DPO data pitfall).
+  Broken transcripts are skipped and counted in the stats: a turn marker inside the
+  final answer, a dialogue that does not open with the user, or one where the same side
+  speaks twice in a row (chat templates that require alternating roles raise on it).
 - xstest (CC-BY-4.0): 450 prompts, safe and unsafe, with labelled model completions.
   For an unsafe prompt the refusal is preferred; for a safe prompt the full compliance
   is. Real completions are used wherever the two labelled answer files have them. The
@@ -22,6 +25,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +75,11 @@ def _with_leading_blank_lines(transcript: str) -> str:
     return HUMAN + opening.removeprefix(HUMAN.lstrip()) if opening.startswith(HUMAN.lstrip()) else transcript
 
 
+def _alternates(messages: list[dict[str, str]]) -> bool:
+    """True when no two consecutive messages have the same role."""
+    return all(a["role"] != b["role"] for a, b in pairwise(messages))
+
+
 def _stable_id(*parts: str) -> str:
     return hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=8).hexdigest()
 
@@ -103,6 +112,11 @@ def hh_rlhf_pairs(path: str | Path, stats: Counter[str] | None = None) -> Iterat
             if messages[0]["role"] != "user":
                 # the dialogue's opening is missing: the thread key and the context would be wrong
                 stats["hh_rlhf_first_turn_not_user"] += 1
+                continue
+            if not _alternates(messages):
+                # two turns of one side in a row (~0.2%): chat templates that require
+                # user/assistant alternation (Llama-2, Mistral, Gemma) raise on the whole set
+                stats["hh_rlhf_roles_not_alternating"] += 1
                 continue
             first_human = next(m["content"] for m in messages if m["role"] == "user")
             stats["hh_rlhf_read"] += 1

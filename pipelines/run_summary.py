@@ -112,7 +112,7 @@ def summary(root: Path, width: int | None = None) -> str:
             out.extend(
                 textwrap.wrap(
                     line, width=max(width, NAME_WIDTH + 20), initial_indent=first if i == 0 else indent,
-                    subsequent_indent=indent + "  ", break_on_hyphens=False,
+                    subsequent_indent=indent + "  ", break_on_hyphens=False, break_long_words=False,
                 )
             )
     return "\n".join(out).replace(_KEEP, " ")

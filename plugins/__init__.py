@@ -9,4 +9,5 @@ dag-processor, workers), so the DAG files import these modules by their own name
 - ``prefpipe_slack``: where Slack messages go (environment or an Airflow connection),
   links back to the Airflow run, and the failure notifier used in the DAGs'
   ``default_args``. The messages themselves are built in ``pipelines.alerts``.
+- ``prefpipe_retry``: the DAGs' retry policy (bad input fails at once, the rest retries).
 """

@@ -108,3 +108,32 @@ def test_audit_names_a_leak_and_a_file_it_could_not_read_and_exits_1(tmp_path):
     assert "LEAK EMAIL (canary #0) in" in result.output and "log.txt" in result.output
     assert "NOT AUDITED" in result.output and "broken.parquet" in result.output
     assert "maria.garcia" not in result.output.lower()  # where, never what
+
+
+def test_audit_of_a_path_that_does_not_exist_is_a_failure_not_a_pass(tmp_path):
+    """A mistyped path scans no file; "0 hits" must not then read as "no PII"."""
+    canaries = tmp_path / "canaries.json"
+    canaries.write_text('[{"entity": "EMAIL", "value": "maria.garcia@example.com"}]', encoding="utf-8")
+    result = CliRunner().invoke(app, ["audit", str(tmp_path / "no-such-dir"), "--canaries", str(canaries)])
+    assert result.exit_code == 1, result.output
+    assert "NOT AUDITED" in result.output and "no-such-dir" in result.output
+
+
+def test_a_params_file_given_but_missing_is_one_line_and_exit_2_not_a_run_on_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for command in (["ingest"], ["generate", "--out", str(tmp_path / "raw")]):
+        result = CliRunner().invoke(app, [*command, "--params", str(tmp_path / "typo.yaml")])
+        assert result.exit_code == 2, (command, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"{command[0]}: params file ") and "typo.yaml" in lines[0]
+    assert not (tmp_path / "data").exists() and not (tmp_path / "raw").exists()  # nothing ran
+
+
+def test_generate_with_a_bad_option_is_one_line_and_exit_2(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for option in (["--set", "generate.n_interactions"], ["--format", "xml"], ["--shift", "sideways"]):
+        result = CliRunner().invoke(app, ["generate", "--out", str(tmp_path / "raw"), *option])
+        assert result.exit_code == 2, (option, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("generate: "), (option, result.stderr)
+    assert not (tmp_path / "raw").exists()

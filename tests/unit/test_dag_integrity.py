@@ -36,6 +36,7 @@ t0, c0 = time.perf_counter(), time.process_time()
 bag = DagBag(dag_folder=path)
 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
 new_modules = sorted({m.split(".")[0] for m in set(sys.modules) - before})
+from pipelines.orchestration import InvalidOverrides
 dags = {}
 for dag_id, dag in bag.dags.items():
     tasks = {}
@@ -47,6 +48,8 @@ for dag_id, dag in bag.dags.items():
             "callbacks": [type(c).__name__ for c in (t.on_failure_callback or [])],
             "outlets": [getattr(a, "name", str(a)) for a in t.outlets],
             "retry_policy": type(t.retry_policy).__name__ if t.retry_policy else None,
+            "on_bad_form": t.retry_policy.evaluate(InvalidOverrides("bad form"), 1, 3).action.value
+            if t.retry_policy else None,
         }
     params = {k: {"default": dag.params.get_param(k).value, "schema": dag.params.get_param(k).schema,
                   "description": dag.params.get_param(k).description} for k in dag.params}
@@ -160,6 +163,13 @@ def test_drift_dag_requests_retraining_through_the_training_dags_asset(parsed):
     assert "0 2 * * 4" in drift["timetable"] and drift["catchup"] is False
     assert list(drift["params"]) == [f.name for f in orch.DRIFT_FORM]
     assert all(t["callbacks"] == ["SlackAlertNotifier"] for t in tasks.values())
+
+
+@pytest.mark.parametrize("dag_id", [orch.TRAINING_DAG_ID, orch.DRIFT_DAG_ID])
+def test_a_form_that_does_not_validate_fails_at_once_instead_of_retrying(parsed, dag_id):
+    """Both forms take ``overrides``; an invalid one must not wait out two backoffs before failing."""
+    tasks = _dag(parsed, dag_id)["tasks"]
+    assert {t["on_bad_form"] for t in tasks.values()} == {"fail"}, {k: t["on_bad_form"] for k, t in tasks.items()}
 
 
 def test_train_queue_comes_from_the_environment():

@@ -92,3 +92,17 @@ def test_a_transcript_without_leading_blank_lines_keeps_its_first_turn(tmp_path)
     got = list(ps.hh_rlhf_pairs(path, stats))
     assert [m["content"] for m in got[0]["prompt"]] == ["first q", "a1", "second q"]
     assert len(got) == 1 and stats == Counter(hh_rlhf_read=1, hh_rlhf_first_turn_not_user=1)
+
+
+def test_a_dialogue_where_one_side_speaks_twice_in_a_row_is_skipped_and_counted(tmp_path):
+    """4 records of harmless-base-test have two assistant turns in a row; alternating chat templates raise on them."""
+    twice = "\n\nHuman: q1\n\nAssistant: one moment\n\nAssistant: sorry about that\n\nHuman: q2\n\nAssistant:"
+    fine = "\n\nHuman: q1\n\nAssistant: a1\n\nHuman: q2\n\nAssistant:"
+    path = tmp_path / "hh.jsonl.gz"
+    with gzip.open(path, "wt") as fh:
+        for t in (twice, fine):
+            fh.write(json.dumps({"chosen": t + " good", "rejected": t + " bad"}) + "\n")
+    stats = Counter()
+    got = list(ps.hh_rlhf_pairs(path, stats))
+    assert [[m["role"] for m in p["prompt"]] for p in got] == [["user", "assistant", "user"]]
+    assert stats == Counter(hh_rlhf_read=1, hh_rlhf_roles_not_alternating=1)
