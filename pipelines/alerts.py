@@ -91,6 +91,11 @@ _SECRETS = [
      r"\1\2<SECRET>"),
     (re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^\s/:@]+:[^\s/@]+@", re.IGNORECASE), r"\1<USER>:<SECRET>@"),
     (re.compile(r"\bAKIA[0-9A-Z]{16}\b"), "<AWS_KEY>"),
+    # tokens recognisable by their prefix: Hugging Face, OpenAI-style and Langfuse keys
+    # (the judge's, the tracer's), GitHub
+    (re.compile(r"\bhf_[A-Za-z0-9]{20,}"), "<HF_TOKEN>"),
+    (re.compile(r"\b(?:sk|pk)-[A-Za-z0-9_-]{16,}"), "<API_KEY>"),
+    (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"), "<GITHUB_TOKEN>"),
 ]
 _FALLBACK_PII = [
     (re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+"), "<EMAIL>"),

@@ -22,6 +22,10 @@ Entity = Literal[
 ]
 
 
+MAX_SEED = 2**32 - 1
+"""numpy's and transformers.set_seed's limit: a larger seed failed only at base_model."""
+
+
 class Section(BaseModel):
     """Base for every section: strict keys, validated on assignment."""
 
@@ -46,13 +50,18 @@ class GenerateParams(Section):
     skills: list[str] = Field(
         default_factory=lambda: ["email_draft", "support_reply", "sre_chat", "summarize"], min_length=1
     )
-    start_date: str = "2026-11-02"
+    start_date: str = Field("2026-11-02", description="first day of events (ISO date)")
     days: int = Field(14, ge=1)
     pii_rate: float = Field(0.35, ge=0, le=1)
     malformed_lines: int = Field(12, ge=0)
     comparison_share: float = Field(0.2, ge=0, le=1)
     shift: Literal["none", "topic", "length", "tenant", "all"] = "none"
 
+
+    @model_validator(mode="after")
+    def _start_date_is_a_date(self) -> GenerateParams:
+        _utc_instant(self.start_date)  # a clear "not an ISO date" here, not a traceback mid-generation
+        return self
 
 class IngestParams(Section):
     max_text_chars: int = Field(20000, ge=1)
@@ -404,7 +413,7 @@ class JudgeParams(Section):
 class Params(Section):
     """The whole of ``params.yaml``."""
 
-    seed: int = 1234
+    seed: int = Field(1234, ge=0, le=MAX_SEED, description="one seed for every random choice")
     generate: GenerateParams = Field(default_factory=GenerateParams)
     ingest: IngestParams = Field(default_factory=IngestParams)
     scrub: ScrubParams = Field(default_factory=ScrubParams)

@@ -152,7 +152,7 @@ TRAINING_FORM: tuple[FormField, ...] = (
     FormField(
         "seed", "seed", "Seed",
         "One seed for every random choice (`seed`). Empty: params.yaml.",
-        {"type": ["null", "integer"], "minimum": 0},
+        {"type": ["null", "integer"], "minimum": 0, "maximum": 2**32 - 1},
     ),
     FormField(
         "dry_run", None, "Dry run",
@@ -166,7 +166,7 @@ TRAINING_FORM: tuple[FormField, ...] = (
         "overrides", None, "Other overrides",
         'Any params.yaml field by its dotted key, e.g. {"pairs.min_edit_ratio": 0.3, '
         '"gate.min_win_rate": 0.6}. Applied last; validated like params.yaml.',
-        {"type": "object"},
+        {"type": ["null", "object"]},  # the UI sends null for a cleared JSON field
         default={},
     ),
 )
@@ -187,7 +187,7 @@ DRIFT_FORM: tuple[FormField, ...] = (
     FormField(
         "overrides", None, "Other overrides",
         'Any params.yaml field by its dotted key, e.g. {"drift.current_days": 14}.',
-        {"type": "object"},
+        {"type": ["null", "object"]},  # the UI sends null for a cleared JSON field
         default={},
     ),
 )

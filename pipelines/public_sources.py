@@ -93,8 +93,14 @@ def hh_rlhf_pairs(path: str | Path, stats: Counter[str] | None = None) -> Iterat
     stats = stats if stats is not None else Counter()
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         for line in fh:
-            rec = json.loads(line)
-            chosen, rejected = split_transcript(rec["chosen"]), split_transcript(rec["rejected"])
+            if not line.strip():  # a trailing or stray blank line is not a record
+                continue
+            try:
+                rec = json.loads(line)
+                chosen, rejected = split_transcript(rec["chosen"]), split_transcript(rec["rejected"])
+            except (ValueError, KeyError, TypeError, AttributeError):
+                stats["hh_rlhf_unreadable"] += 1
+                continue
             if chosen is None or rejected is None or chosen[0] != rejected[0]:
                 stats["hh_rlhf_unsplittable"] += 1
                 continue

@@ -205,3 +205,17 @@ def test_bot_token_delivery_through_the_web_api(monkeypatch):
 
         monkeypatch.setenv("SLACK_API_BASE_URL", slack.url("/api500/"))
         assert alerts.send(msg, timeout=2) is False
+
+
+def test_tokens_known_by_their_prefix_are_masked():
+    """An hf_ token (a gated base model's download failing) reached Slack as it was."""
+    tokens = {
+        "hf_AbCdEfGhIjKlMnOpQrStUvWxYz012345": "<HF_TOKEN>",
+        "sk-proj-AbCdEfGhIjKlMnOpQrSt_uv-1234": "<API_KEY>",
+        "sk-lf-1234abcd-5678-efgh-9012-ijklmnop": "<API_KEY>",
+        "ghp_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789": "<GITHUB_TOKEN>",
+    }
+    for token, mask in tokens.items():
+        out = alerts.clean(f"401 Unauthorized for {token} while fetching", limit=1000)
+        assert token not in out and mask.replace("<", "&lt;").replace(">", "&gt;") in out, out
+    assert alerts.clean("task-runner and risk-free", limit=100) == "task-runner and risk-free"

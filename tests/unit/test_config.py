@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.config import ConfigError, Params, apply_overrides, load_params, parse_override
+from pipelines.config import (
+    ConfigError,
+    Params,
+    apply_overrides,
+    load_params,
+    parse_override,
+    parse_params,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,3 +95,13 @@ def test_unquoted_yaml_dates_are_read_as_iso_text(tmp_path):
     assert (d.reference_start, d.reference_end) == ("2026-11-02", "2026-11-09T12:00:00")
     with pytest.raises(ConfigError, match="reference_end must be after"):
         load_params(p, {**overrides, "drift.reference_end": yaml.safe_load("2026-11-01")})
+
+
+def test_seed_and_generate_start_date_fail_at_validation_not_mid_run():
+    """numpy/transformers refuse a seed past 2**32 - 1 (base_model failed after the data
+    stages); a bad start_date gave a traceback in the middle of generation."""
+    assert parse_params({"seed": 2**32 - 1}).seed == 2**32 - 1
+    with pytest.raises(ConfigError, match="seed"):
+        parse_params({"seed": 2**32})
+    with pytest.raises(ConfigError, match="not an ISO date"):
+        parse_params({"generate": {"start_date": "2026-13-45"}})

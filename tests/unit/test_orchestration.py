@@ -50,6 +50,24 @@ def test_form_defaults_validate_against_their_own_schema():
         assert kwargs["description"] and kwargs["title"]
 
 
+def _schema(field_name: str, form) -> dict:
+    kwargs = next(f for f in form if f.name == field_name).param_kwargs()
+    return {k: v for k, v in kwargs.items() if k not in ("title", "description", "default")}
+
+
+def test_the_form_accepts_what_the_ui_sends_and_refuses_what_would_fail_late():
+    """A cleared JSON field arrives as null (it blocked the trigger); a seed past 2**32 - 1
+    passed the form and failed only at base_model, after the data stages had run."""
+    jsonschema = pytest.importorskip("jsonschema")
+    for form in (orch.TRAINING_FORM, orch.DRIFT_FORM):
+        jsonschema.validate(None, _schema("overrides", form))
+        assert orch.form_overrides({"overrides": None}, fields=form) == {}
+    seed = _schema("seed", orch.TRAINING_FORM)
+    jsonschema.validate(2**32 - 1, seed)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(2**32, seed)
+
+
 def test_empty_form_overrides_nothing():
     assert orch.form_overrides({f.name: f.default for f in orch.TRAINING_FORM}) == {}
 

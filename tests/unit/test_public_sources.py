@@ -106,3 +106,16 @@ def test_a_dialogue_where_one_side_speaks_twice_in_a_row_is_skipped_and_counted(
     got = list(ps.hh_rlhf_pairs(path, stats))
     assert [[m["role"] for m in p["prompt"]] for p in got] == [["user", "assistant", "user"]]
     assert stats == Counter(hh_rlhf_read=1, hh_rlhf_roles_not_alternating=1)
+
+
+def test_blank_and_broken_lines_are_skipped_and_counted_not_fatal(tmp_path):
+    """A blank line in an hh-rlhf file crashed the pairs stage with JSONDecodeError."""
+    fine = "\n\nHuman: q1\n\nAssistant:"
+    path = tmp_path / "hh.jsonl.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write(json.dumps({"chosen": fine + " good", "rejected": fine + " bad"}) + "\n\n")
+        fh.write("{not json\n")
+        fh.write(json.dumps({"chosen": fine + " good"}) + "\n")  # no rejected side
+    stats = Counter()
+    assert len(list(ps.hh_rlhf_pairs(path, stats))) == 1
+    assert stats == Counter(hh_rlhf_read=1, hh_rlhf_unreadable=2)
