@@ -15,6 +15,7 @@ and a PII-scrubbed excerpt.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import logging
@@ -274,6 +275,18 @@ def _iter_jsonl(path: Path, rel: str) -> Iterator[RawLine | tuple[str, str]]:
         yield rel, "cannot read file: corrupt gzip data"
 
 
+def _parquet_json_default(value: Any) -> str:
+    """How a Parquet value JSON cannot hold is written into the line kept for the hash and excerpt.
+
+    Bytes (strings written as BYTE_ARRAY without the UTF-8 annotation, as older Hive,
+    Impala or Spark exports do) become the text they hold: ``str(b"Zo\\xc3\\xab")`` would
+    hide a name from the excerpt's scrubber behind ``\\x`` escapes. Anything else: ``str``.
+    """
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", errors="replace")
+    return str(value)
+
+
 def _iter_parquet(path: Path, rel: str) -> Iterator[RawLine | tuple[str, str]]:
     try:
         pf = pq.ParquetFile(path)
@@ -284,7 +297,7 @@ def _iter_parquet(path: Path, rel: str) -> Iterator[RawLine | tuple[str, str]]:
                 row = {k: v for k, v in row.items() if v is not None}
                 if isinstance(row.get("ts"), datetime):
                     row["ts"] = row["ts"].isoformat()
-                yield RawLine(rel, line_no, orjson.dumps(row, default=str), row, True)
+                yield RawLine(rel, line_no, orjson.dumps(row, default=_parquet_json_default), row, True)
     except Exception as err:
         yield rel, f"cannot read Parquet file: {type(err).__name__}"
 
@@ -480,6 +493,22 @@ def orphan_outputs(interactions: pl.LazyFrame, outputs: pl.LazyFrame) -> pl.Lazy
 # --------------------------------------------------------------------------- stage
 
 
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+"""A byte that was not UTF-8, as ``surrogateescape`` keeps it."""
+
+
+def _decode_lenient(data: bytes, cut: bool = False) -> str:
+    """UTF-8, where each byte that is not UTF-8 is read as cp1252; with ``cut`` (``data`` is
+    a window of a longer line), a character cut at the end is dropped.
+
+    Why: a partition exported as cp1252 (Windows tools) is all invalid UTF-8, and U+FFFD
+    for each of its letters (``Zo\ufffd M\ufffdller``) would hide a name from the scrubber
+    while a person still reads it. Valid UTF-8 around a stray byte stays as it is.
+    """
+    text = codecs.getincrementaldecoder("utf-8")("surrogateescape").decode(data, final=not cut)
+    return _ESCAPED_BYTE.sub(lambda m: bytes([ord(m.group()) - 0xDC00]).decode("cp1252", errors="replace"), text)
+
+
 def _excerpt(raw: bytes, entities: list[str], placeholder_format: str) -> str:
     """A short, PII-scrubbed view of a rejected line (lazy imports: pii loads resources).
 
@@ -487,13 +516,22 @@ def _excerpt(raw: bytes, entities: list[str], placeholder_format: str) -> str:
     is often not valid JSON (truncated, or a window cut from a long line).
     """
     from pipelines.audit import json_unescape
+    from pipelines.config import ScrubParams
     from pipelines.pii import scrub_text
+    from pipelines.scrub import scrub_escaped
 
     # scrub a wider window first, then cut: a cut made before scrubbing could leave half
     # of a card number that no longer looks like one. Escapes are read first: the scrubber
     # cannot see "123-45-6789" in "SSN\t123-45-6789" or a name in "Jos\u00e9 Garc\u00eda".
-    text = json_unescape(raw[:EXCERPT_SCRUB_BYTES].decode("utf-8", errors="replace"))
-    return scrub_text(text, entities, placeholder_format)[0][:EXCERPT_CHARS]
+    # JSON text inside the line's strings (a context list of serialised tool results) keeps
+    # escapes after that: the scrub stage's escape-aware pass reads those too.
+    text = json_unescape(_decode_lenient(raw[:EXCERPT_SCRUB_BYTES], cut=len(raw) > EXCERPT_SCRUB_BYTES))
+    if "\\" in text:
+        found = scrub_escaped([text], ScrubParams(entities=entities, placeholder_format=placeholder_format))
+        text = found[0][1] if found else text
+    else:
+        text = scrub_text(text, entities, placeholder_format)[0]
+    return text[:EXCERPT_CHARS]
 
 
 def _reject_event_id(value: str | None) -> str | None:

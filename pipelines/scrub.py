@@ -12,16 +12,24 @@ same prompt on several feedback events, an output as ``output_text`` here and
 ``other_output_text`` there), so the distinct values of all fields of a batch are
 scrubbed once and mapped back. On large inputs the Python half of the detector runs in
 worker processes while the main process prepares the next batch (polars, Rust threads).
+
+Text written with JSON escapes (a context list a client stored with ``json.dumps``, a
+tool result pasted into a prompt: a name as ``"Zo\\u00eb ..."``, a signature after
+``"regards,\\n"``, a number after ``"SSN\\t"``) hides PII from the detectors, which read
+it as written. Values holding such escapes are scanned once more, as decoded (two levels,
+as the audit reads them), and what is found there is replaced in the text as written
+(:func:`scrub_escaped`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
@@ -51,53 +59,176 @@ class _Prepared:
     columns: list[str]
     values: list[str]
     pending: Any
+    escaped: list[pii.ScrubResult] = field(default_factory=list)
 
 
 def _prepare(
-    df: pl.DataFrame, columns: Sequence[str], params: ScrubParams, pool: pii.WorkerPool
+    df: pl.DataFrame, columns: Sequence[str], params: ScrubParams, pool: pii.WorkerPool, escapes: bool = False
 ) -> _Prepared:
-    """Collect the distinct values of ``columns`` and start scrubbing them."""
+    """Collect the distinct values of ``columns`` and start scrubbing them.
+
+    With ``escapes``, values holding a JSON escape are scrubbed here by :func:`scrub_escaped`
+    (they are rare) and listed after the others; the rest go to the pool.
+    """
     columns = [c for c in columns if c in df.columns]
     if not columns or df.height == 0:
         return _Prepared(df, columns, [], None)
     values = pl.concat([df[c].cast(pl.String).rename("v") for c in columns]).drop_nulls().unique()
+    escaped: list[str] = []
+    if escapes:
+        has_escape = values.str.contains(JSON_ESCAPE.pattern)
+        escaped, values = values.filter(has_escape).to_list(), values.filter(~has_escape)
     texts = values.to_list()
+    pending = pool.submit(texts, params.entities, params.placeholder_format)
+    offset = len(texts)
     return _Prepared(
-        df, columns, texts, pool.submit(texts, params.entities, params.placeholder_format)
+        df, columns, texts + escaped, pending,
+        [(offset + i, new, n) for i, new, n in scrub_escaped(escaped, params)],
     )
 
 
 def _finish(prep: _Prepared) -> tuple[pl.DataFrame, dict[str, Counter[str]]]:
-    """Map the scrubbed values back into the batch; count placeholders per column.
+    """Map the scrubbed values back into the batch; count placeholders per column."""
+    results = prep.pending.get() if prep.pending is not None else []
+    return _apply(prep.df, prep.columns, prep.values, [*results, *prep.escaped])
+
+
+def _apply(
+    df: pl.DataFrame, columns: Sequence[str], values: Sequence[str], results: Sequence[pii.ScrubResult]
+) -> tuple[pl.DataFrame, dict[str, Counter[str]]]:
+    """Replace each changed value (``results`` index into ``values``) in ``columns``; count per column.
 
     Why a table and joins rather than a dict per column: the mapping has one entry per
     changed value (tens of thousands); building it once on the Rust side is cheaper.
     """
-    counts: dict[str, Counter[str]] = {c: Counter() for c in prep.columns}
-    results = prep.pending.get() if prep.pending is not None else []
+    counts: dict[str, Counter[str]] = {c: Counter() for c in columns}
     if not results:
-        return prep.df, counts
+        return df, counts
     entities = list(pii.ENTITY_TYPES)
     table = pl.DataFrame(
         {
-            "v": [prep.values[i] for i, _, _ in results],
+            "v": [values[i] for i, _, _ in results],
             "new": [new for _, new, _ in results],
             **{e: [n.get(e, 0) for _, _, n in results] for e in entities},
         },
         schema_overrides={"v": pl.String, "new": pl.String, **dict.fromkeys(entities, pl.Int64)},
     )
     replaced = []
-    for c in prep.columns:
-        col = prep.df[c].cast(pl.String)
+    for c in columns:
+        col = df[c].cast(pl.String)
         replaced.append(col.replace(table["v"], table["new"]).alias(c))
-        hits = prep.df.select(pl.col(c).cast(pl.String).alias("v")).join(
+        hits = df.select(pl.col(c).cast(pl.String).alias("v")).join(
             table.select("v", *entities), on="v", how="inner"
         )
         if hits.height:
             for e, n in hits.select(entities).sum().row(0, named=True).items():
                 if n:
                     counts[c][e] += n
-    return prep.df.with_columns(replaced), counts
+    return df.with_columns(replaced), counts
+
+
+# --------------------------------------------------------------------------- JSON escapes
+
+JSON_ESCAPE = re.compile(r'\\(?:u[0-9a-fA-F]{4}(?:\\u[0-9a-fA-F]{4})?|["\\/bfnrt])')
+"""One JSON string escape (a surrogate pair as one), as :func:`pipelines.audit.json_unescape` reads them."""
+ESCAPE_LEVELS = 2
+"""JSON inside a JSON string (a logged payload) is escaped twice: both levels are read."""
+ESCAPE_PASSES = 3
+"""Passes over an escaped text: a value found only once its neighbour is a placeholder needs another."""
+
+
+def unescape_with_offsets(text: str) -> tuple[str, list[int], list[int]]:
+    """``text`` with one level of JSON escapes decoded, and per decoded character the
+    ``[start, end)`` of the characters of ``text`` it was read from."""
+    from pipelines.audit import json_unescape
+
+    out: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    pos = 0
+    for m in JSON_ESCAPE.finditer(text):
+        out.append(text[pos : m.start()])
+        starts.extend(range(pos, m.start()))
+        ends.extend(range(pos + 1, m.start() + 1))
+        decoded = json_unescape(m.group())
+        out.append(decoded)
+        starts.extend([m.start()] * len(decoded))
+        ends.extend([m.end()] * len(decoded))
+        pos = m.end()
+    out.append(text[pos:])
+    starts.extend(range(pos, len(text)))
+    ends.extend(range(pos + 1, len(text) + 1))
+    return "".join(out), starts, ends
+
+
+def _decoded_view(text: str) -> tuple[str, list[int], list[int]]:
+    """Up to :data:`ESCAPE_LEVELS` levels decoded, offsets into ``text`` composed."""
+    view, starts, ends = unescape_with_offsets(text)
+    for _ in range(ESCAPE_LEVELS - 1):
+        if not JSON_ESCAPE.search(view):
+            break
+        view, s2, e2 = unescape_with_offsets(view)
+        starts, ends = [starts[i] for i in s2], [ends[j - 1] for j in e2]
+    return view, starts, ends
+
+
+def _escape_pass(texts: Sequence[str], params: ScrubParams) -> list[pii.ScrubResult]:
+    """One pass of :func:`scrub_escaped` over texts that hold escapes."""
+    views = [_decoded_view(t) for t in texts]
+    found = pii.detect_series(
+        pl.Series([v for v, _, _ in views], dtype=pl.String), params.placeholder_format, params.entities
+    )
+    out: list[pii.ScrubResult] = []
+    for i, spans in sorted(found.items()):
+        text, (_, starts, ends) = texts[i], views[i]
+        parts: list[str] = []
+        counts: dict[str, int] = {}
+        cur = 0
+        for sp in spans:
+            a, b = starts[sp.start], ends[sp.end - 1]
+            if a < cur:  # two decoded characters of one escape: already covered
+                continue
+            parts += [text[cur:a], params.placeholder_format.format(entity=sp.entity)]
+            counts[sp.entity] = counts.get(sp.entity, 0) + 1
+            cur = b
+        parts.append(text[cur:])
+        new = "".join(parts)
+        if new != text:
+            out.append((i, new, counts))
+    return out
+
+
+def scrub_escaped(texts: Sequence[str], params: ScrubParams) -> list[pii.ScrubResult]:
+    """Scrub texts that hold JSON escapes: through their decoded view, then as written.
+
+    Returns ``(index, new text, placeholders per entity)`` for the texts that changed.
+    What the decoded view shows (``Zo\\u00eb`` read as part of a name) is replaced in
+    the text as written, escapes and all, so JSON text stays JSON text; then the text as
+    written is scrubbed as any other (:func:`pipelines.pii.scrub_texts`); both again while
+    either finds something (:data:`ESCAPE_PASSES` at most).
+    """
+    now = dict(enumerate(texts))
+    totals: dict[int, dict[str, int]] = {}
+    pending = list(now)
+    for _ in range(ESCAPE_PASSES):
+        if not pending:
+            break
+        changed: set[int] = set()
+        for step in (_escape_pass, _written_pass):
+            for j, new, counts in step([now[k] for k in pending], params):
+                k = pending[j]
+                now[k] = new
+                changed.add(k)
+                into = totals.setdefault(k, {})
+                for e, n in counts.items():
+                    into[e] = into.get(e, 0) + n
+        pending = [k for k in pending if k in changed]
+    return [(k, now[k], totals[k]) for k in sorted(totals)]
+
+
+def _written_pass(texts: Sequence[str], params: ScrubParams) -> list[pii.ScrubResult]:
+    """The scrubber on the texts as written (what every other value gets)."""
+    return pii.scrub_texts(texts, params.entities, params.placeholder_format) if texts else []
 
 
 def scrub_columns(
@@ -179,7 +310,7 @@ def run(params: Params, layout: Layout) -> dict[str, Any]:
             assert isinstance(df, pl.DataFrame)
             rows_in += df.height
             # find candidates of this batch while the workers validate the previous one
-            prepared = _prepare(df, columns, params.scrub, pool)
+            prepared = _prepare(df, columns, params.scrub, pool, escapes=True)
             if pending is not None:
                 write(pending)
             pending = prepared

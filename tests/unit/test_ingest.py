@@ -153,6 +153,50 @@ def test_parquet_partitions_and_an_unreadable_file(tmp_path):
     assert metrics["lines_in"] == len(rows) + 1
 
 
+def test_pii_in_a_binary_parquet_column_is_scrubbed_in_the_excerpt(tmp_path):
+    """Strings written as BYTE_ARRAY without the UTF-8 annotation (older Hive/Impala/Spark exports)
+    read as bytes: the row is quarantined, and its excerpt must not show "Zo\\xc3\\xab M\\xc3\\xbcller"."""
+    layout = Layout(tmp_path)
+    layout.raw_dir.mkdir(parents=True)
+    row = interaction("i1")
+    table = pa.table({"prompt": pa.array(["Bitte antworte Zo\u00eb M\u00fcller".encode()], pa.binary()),
+                      **{k: [v] for k, v in row.items() if k != "prompt"}})
+    pq.write_table(table, layout.raw_dir / "2026-11-10.parquet")
+    ingest.run(Params(), layout)
+    rejects = pl.read_parquet(layout.rejects)
+    assert rejects["reason"].to_list() == ["wrong_type"]
+    excerpt = rejects["excerpt"][0]
+    assert "\\x" not in excerpt and "M\u00fcller" not in excerpt and "ller" not in excerpt
+    assert "Bitte antworte <PERSON>" in excerpt
+
+
+@pytest.mark.parametrize(("text", "pii"), [
+    ("Bitte antworte Zo\u00eb M\u00fcller wegen der Rechnung", ("Zo", "ller")),
+    ("Kundin: J\u00fcrgen Gro\u00dfmann, Hauptstra\u00dfe 5", ("rgen", "mann", "Hauptstra")),
+])
+def test_pii_in_a_latin1_line_is_scrubbed_in_the_excerpt(tmp_path, text, pii):
+    """A partition exported as cp1252 (Windows tools): every line is invalid UTF-8 and quarantined,
+    and its excerpt must not show "Zo\ufffd M\ufffdller": the bytes that are not UTF-8 read as cp1252."""
+    event = {"prompt": text, **{k: v for k, v in interaction("i1").items() if k != "prompt"}}  # first: in the excerpt
+    line = json.dumps(event, ensure_ascii=False).encode("cp1252")
+    layout = Layout(tmp_path)
+    layout.raw_dir.mkdir(parents=True)
+    (layout.raw_dir / "d.jsonl").write_bytes(line + b"\n")
+    ingest.run(Params(), layout)
+    rejects = pl.read_parquet(layout.rejects)
+    assert rejects["reason"].to_list() == ["invalid_utf8"]
+    excerpt = rejects["excerpt"][0]
+    assert "<PERSON>" in excerpt and "\ufffd" not in excerpt
+    for part in pii:
+        assert part not in excerpt, part
+
+
+def test_excerpt_reads_bytes_that_are_not_utf8_as_cp1252():
+    raw = "caf\u00e9 Jos\u00e9".encode() + b" \xe9t\xe9"  # UTF-8, then stray cp1252 up to the end
+    assert ingest._excerpt(raw, [], "<{entity}>") == "caf\u00e9 Jos\u00e9 \u00e9t\u00e9"
+    assert ingest._decode_lenient("Garc\u00ed".encode()[:-1], cut=True) == "Garc"  # cut by the window
+
+
 def test_rerun_is_byte_identical(tmp_path):
     _, layout = _run(tmp_path, {"a.jsonl": [*good_events(), *[b for b, _ in BATTERY]]})
     first = (layout.records.read_bytes(), layout.rejects.read_bytes(), layout.metrics("ingest").read_bytes())
@@ -301,6 +345,19 @@ def test_pii_hidden_by_json_escapes_is_scrubbed_in_the_excerpt(tmp_path, text, p
     assert rejects["reason"].to_list() == ["invalid_json" if truncated else "unknown_event_type"]
     assert pii not in rejects["excerpt"][0]
     assert "\\" not in rejects["excerpt"][0]  # no escape left to hide a value behind
+
+
+def test_pii_in_json_text_inside_a_rejected_line_is_scrubbed_in_the_excerpt(tmp_path):
+    """A context list of serialised tool results: JSON text inside the line's strings, escaped twice."""
+    tool = json.dumps({"customer": "Zo\u00eb M\u00fcller", "sig": "Best regards,\nMarisol Quintanilla"})
+    bad = {"context": [tool], **interaction("i1")}  # a list, not a string: quarantined; first key
+    _, layout = _run(tmp_path, {"d.jsonl": [json.dumps(bad)]})
+    rejects = pl.read_parquet(layout.rejects)
+    assert rejects["reason"].to_list() == ["wrong_type"]
+    excerpt = rejects["excerpt"][0]
+    for value in ("Zo\u00eb", "M\u00fcller", "Zo\\u00eb", "M\\u00fcller", "Marisol", "Quintanilla"):
+        assert value not in excerpt, value
+    assert "<PERSON>" in excerpt
 
 
 @pytest.mark.parametrize(

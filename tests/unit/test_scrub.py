@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import pii, scrub
+from pipelines import audit, pii, scrub
 from pipelines.config import Params, ScrubParams
 from pipelines.io import read_json
 from pipelines.layout import Layout
@@ -152,3 +153,45 @@ def test_scrub_frame_helper_for_ingest():
 def test_worker_count_depends_on_size():
     assert scrub.worker_count(10) == 1
     assert scrub.worker_count(10**7) >= 1
+
+
+ESCAPED_CONTEXT = json.dumps([  # a client that stores its context list as a JSON string (ensure_ascii)
+    {"source": "crm", "text": "Customer: Zo\u00eb M\u00fcller, Hauptstra\u00dfe 17, 10115 Berlin"},
+    "Best regards,\nMarisol Quintanilla\nSSN\t219-09-9999",
+])
+ESCAPED_VALUES = ("Zo\u00eb M\u00fcller", "M\u00fcller", "Hauptstra\u00dfe 17", "Quintanilla", "219-09-9999")
+
+
+def test_stage_scrubs_pii_written_with_json_escapes(tmp_path):
+    """A field holding JSON text ("Zo\\u00eb M\\u00fcller", "\\nMarisol", "SSN\\t219-...") is scrubbed
+    as read: the escapes no longer hide a name, an address or an SSN from the scrubber."""
+    layout = Layout(tmp_path)
+    layout.records.parent.mkdir(parents=True)
+    plain = "Hi, my email is maria.garcia@example.com."
+    rows = [_record(0, prompt=plain, context=ESCAPED_CONTEXT, output_text="Done."),
+            _record(1, prompt="Summarise " + json.dumps({"note": "call Zo\u00eb M\u00fcller"}), output_text="ok")]
+    pl.DataFrame(rows, schema=RECORD_SCHEMA).write_parquet(layout.records)
+    metrics = scrub.run(Params(), layout)
+    after = pl.read_parquet(layout.scrubbed)
+    context, prompt = after["context"][0], after["prompt"][1]
+    for text in (context, prompt):
+        decoded = audit.json_unescape(text)
+        for value in ESCAPED_VALUES:
+            assert value not in decoded and value not in text, value
+    assert json.loads(context)[0]["source"] == "crm"  # still the JSON it was, with placeholders in it
+    assert "<PERSON>" in json.loads(context)[1] and "<US_SSN>" in json.loads(context)[1]
+    assert after["prompt"][0] == pii.scrub_text(plain)[0]  # text without escapes: as before
+    assert metrics["fields"]["context"]["US_SSN"] == 1
+    assert metrics["fields"]["prompt"]["PERSON"] == 1
+    assert sum(metrics["entities"].values()) == metrics["placeholders_total"]
+    scrub.run(Params(), layout)  # and a rerun gives the same file
+    assert pl.read_parquet(layout.scrubbed).equals(after)
+
+
+def test_scrub_escaped_keeps_json_and_honours_entities_and_format():
+    tool = json.dumps(json.dumps({"name": "Zo\u00eb M\u00fcller", "mail": "zoe@example.de"}))  # escaped twice
+    params = ScrubParams(entities=["PERSON"], placeholder_format="[[{entity}]]")
+    ((i, new, counts),) = scrub.scrub_escaped([tool, r"C:\Users\nancy\table.txt"], params)
+    assert i == 0 and counts == {"PERSON": 1}
+    assert json.loads(json.loads(new)) == {"name": "[[PERSON]]", "mail": "zoe@example.de"}
+    assert scrub.scrub_escaped([new], params) == []  # a fixed point
