@@ -69,6 +69,7 @@ CARD_MIN_DIGITS, CARD_MAX_DIGITS = 13, 19
 CARD_FIRST_DIGITS = "23456"  # Mastercard 2-series, Amex/Diners/JCB, Visa, MC, Discover/UnionPay
 PHONE_MIN_DIGITS, PHONE_MAX_DIGITS = 6, 15
 PHONE_PLAIN_MIN_DIGITS = 10  # a bare digit run this long reads as a phone number
+PHONE_PLAIN_MAX_DIGITS = 10  # ... up to this long; a longer run (14155550132, 07700900123) needs a phone word
 PHONE_GROUPED_MIN_DIGITS = 8  # ... or this many digits in 3+ separated groups
 CONTEXT_WINDOW = 40  # characters before a value searched for a cue word ("SSN", "call")
 PHONE_SUFFIX_WINDOW = 16  # characters after a number searched for "office", "fax", ...
@@ -527,7 +528,7 @@ def _py() -> _Py:
             # ('Sarah(415) 555-0134'), or to the placeholder a second pass sees there
             r"(?:(?<![\w+/.$€£¥-])|(?=\())"
             r"(?P<cc>(?:\+|\b00)\d{1,3}(?:[ .-]|(?=\())?)?"
-            r"(?P<core>(?:\(\d{1,5}\)[ .-]?)?\d{1,10}(?:(?:[ .-]|[ ]-[ ])\d{1,10}){0,6})"
+            r"(?P<core>(?:\(\d{1,5}\)[ .-]?)?\d{1,15}(?:(?:[ .-]|[ ]-[ ])\d{1,10}){0,6})"
             r"(?P<ext>[ ]?(?i:x|ext\.?|extension)[ ]?\d{1,6})?"
             r"(?![\w]|[.-]\d)"
         ),
@@ -869,6 +870,8 @@ def _phone_shape_ok(m: re.Match[str], core: str, n_digits: int, p: _Py) -> bool:
     groups = [g for g in re.split(r"[ .()-]+", core) if g]
     if m.group("cc") or m.group("ext") or core.startswith("("):
         return n_digits > PHONE_MIN_DIGITS
+    if len(groups[0]) > PHONE_PLAIN_MAX_DIGITS:  # an order number or a timestamp as often as a phone
+        return False
     if len(groups) == 1:
         return n_digits >= PHONE_PLAIN_MIN_DIGITS and not core.startswith("0000")
     if n_digits >= PHONE_PLAIN_MIN_DIGITS:
@@ -1258,7 +1261,8 @@ def _prefix_street_ok(m: re.Match[str], lowercase_mode: bool) -> bool:
 def _street_words_ok(chunk: str, lowercase_mode: bool, require_uncommon: bool = False) -> bool:
     """The words of a street candidate look like a name rather than a sentence."""
     lex = lexicon()
-    words = [w.strip(".,'’") for w in re.findall(r"[^\W\d_][\w'’.-]*", chunk)]
+    # a house number's letter ("12a", "7b") is part of the number, not a word
+    words = [w.strip(".,'’") for w in re.findall(r"(?<!\w)[^\W\d_][\w'’.-]*", chunk)]
     if not words or any(w.lower() in STOPWORDS for w in words):
         return False
     if not require_uncommon:

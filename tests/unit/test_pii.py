@@ -446,3 +446,23 @@ def test_a_lone_surrogate_is_replaced_not_raised():
     assert text == "call <PHONE> \ufffd or mail <EMAIL>"
     assert counts == Counter({"PHONE": 1, "EMAIL": 1})
     assert scrub_text("\udc00")[0] == "\ufffd"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # 11-15 digits written without separators: a phone with a phone word before it
+    ("call 14155550132", "call <PHONE>"),
+    ("ring me on 07700900123", "ring me on <PHONE>"),
+    ("whatsapp 447700900123", "whatsapp <PHONE>"),
+    ("call +86 13812345678", "call <PHONE>"),
+    # ... but an id or a timestamp of that length without one is left alone
+    ("order 123456789012 shipped", "order 123456789012 shipped"),
+    ("ts 1700000000123", "ts 1700000000123"),
+    # a house number with a letter ('12a') was read as a stop word 'a' and refused
+    ("Hauptstraße 12a, 10115 Berlin", "<STREET_ADDRESS>"),
+    ("ich wohne in der Goethestraße 7a", "ich wohne in der <STREET_ADDRESS>"),
+    ("Musterstr. 12a, 80331 München", "<STREET_ADDRESS>"),
+])
+def test_long_unseparated_phones_and_lettered_house_numbers(text, expected):
+    """Found by the leak hunt: realistic forms the scrubber missed entirely."""
+    assert masked(text) == expected
+    assert masked(expected) == expected  # idempotent
