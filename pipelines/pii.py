@@ -472,7 +472,8 @@ def _py() -> _Py:
         r"\d{5}(?:-\d{4})?|[A-Z]{1,2}\d[A-Z\d]?[ \t]?\d[A-Z]{2}|[A-Z]\d[A-Z][ \t]?\d[A-Z]\d|\d{4,6}"
     )
     state = "|".join(US_STATES)
-    cword = rf"(?:[{upper}][\w'’.-]*|nan(?![\w]))"
+    # a city word has no digits: 'NW1' in 'London NW1 6XE' is the postcode's first half
+    cword = rf"(?:[{upper}](?:[^\W\d_]|['’.-])*(?![\w])|nan(?![\w]))"
     connectors = _alt(sorted(CONNECTORS))
     city = rf"{cword}(?:[ \t]+(?:(?:{connectors})[ \t]+)?{cword}){{0,3}}"
     octet = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"

@@ -461,6 +461,9 @@ def test_a_lone_surrogate_is_replaced_not_raised():
     ("Hauptstraße 12a, 10115 Berlin", "<STREET_ADDRESS>"),
     ("ich wohne in der Goethestraße 7a", "ich wohne in der <STREET_ADDRESS>"),
     ("Musterstr. 12a, 80331 München", "<STREET_ADDRESS>"),
+    # a UK postcode's first half ('NW1') was taken for a city word, leaving '6XE'
+    ("221B Baker Street, London NW1 6XE.", "<STREET_ADDRESS>."),
+    ("Flat 2, 14 Elm Road, Leeds LS6 2AB", "<STREET_ADDRESS>, <STREET_ADDRESS>"),
 ])
 def test_long_unseparated_phones_and_lettered_house_numbers(text, expected):
     """Found by the leak hunt: realistic forms the scrubber missed entirely."""
