@@ -415,6 +415,25 @@ def _cue_pattern(b: str, up: str, s: str, follow: str) -> str:
     return rf"{b}(?:{body})"
 
 
+def _lower_cue_pattern(b: str, s: str) -> str:
+    """Strong cues followed by a lower-case word, for the Rust prefilter of mixed-case text.
+
+    Why: 'My name is john smith.' is typed in chat; the mixed-case prefilter wanted a
+    capital after every cue, so the name was never looked at. Only cues that rarely
+    precede an ordinary word are taken (name intros, 'Name:' labels, a sign-off then a
+    line break); Python then keeps a lower-case word only if a name list has it and it is
+    no common word (:func:`_names_after`).
+    """
+    low = r"\p{Ll}"
+    parts = (
+        rf"(?i:{_NAME_INTROS}){b}{s}*:?{s}*{low}",
+        rf"(?i:{_LABELS}){b}[ \t]*:[ \t]*{low}",
+        rf"(?i:{_SIGN_OFFS}){b}[ \t]*,?[ \t]*\n[ \t]*{low}",
+    )
+    body = "|".join(f"(?:{p})" for p in parts).replace("{S}", s)
+    return rf"{b}(?:{body})"
+
+
 def _vocative_pattern(b: str, up: str, s: str) -> str:
     """'Good luck, X' / 'Sure X,': a capitalised word after a form of address."""
     return rf"{b}(?i:{_VOCATIVES.replace('{S}', s)}){b}[ \t]*,?[ \t]*{up}"
@@ -627,7 +646,7 @@ def _rust() -> dict[str, str]:
             )
         ),
         "addr_cue": _address_cue_pattern(b, s),
-        "cue": _cue_pattern(b, up, s, up) + "|" + _vocative_pattern(b, up, s),
+        "cue": _cue_pattern(b, up, s, up) + "|" + _vocative_pattern(b, up, s) + "|" + _lower_cue_pattern(b, s),
         # in a text without capitals: where Python's cue pattern may start (no follower)
         "cue_lower": _cue_pattern(b, "", s, ""),
         "token": rf"{up}[\p{{Ll}}'’][\p{{L}}'’]*(?:-[\p{{L}}'’]+)*",

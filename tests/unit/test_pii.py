@@ -469,3 +469,20 @@ def test_long_unseparated_phones_and_lettered_house_numbers(text, expected):
     """Found by the leak hunt: realistic forms the scrubber missed entirely."""
     assert masked(text) == expected
     assert masked(expected) == expected  # idempotent
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("My name is john smith.", "My name is <PERSON>."),
+    ("my name is john smith and I need help", "my name is <PERSON> and I need help"),
+    ("Name: priya sharma", "Name: <PERSON>"),
+    ("Thanks,\nsofia", "Thanks,\n<PERSON>"),
+    # a lower-case word after a cue is a name only if a list has it and it is no common word
+    ("Thanks, that helps", "Thanks, that helps"),
+    ("My name is not important. I need help", "My name is not important. I need help"),
+    ("Hi there, my name is will and I like it", "Hi there, my name is will and I like it"),
+])
+def test_a_lower_case_name_after_a_strong_cue_in_mixed_case_text(text, expected):
+    """Typed in chat: the prefilter of mixed-case text wanted a capital after every cue,
+    so 'My name is john smith.' kept the name (an all-lower-case text did not)."""
+    assert masked(text) == expected
+    assert masked(expected) == expected
