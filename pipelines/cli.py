@@ -89,6 +89,8 @@ def _run(stage: str, params_path: Path | None, overrides: list[str] | None, root
         raise _fail(stage, err, EXIT_CONFIG) from None
     try:
         metrics = resolve(stage)(params, Layout(root))
+    except ConfigError as err:  # a setting found not to work once the stage looked (the judge's endpoint)
+        raise _fail(stage, err, EXIT_CONFIG) from None
     except TrackingUnavailable as err:
         raise _fail(stage, err, EXIT_UNAVAILABLE) from None
     except Exception as err:  # the server lost mid-stage is the same case; anything else keeps its traceback

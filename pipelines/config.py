@@ -463,7 +463,8 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
         data = loaded or {}
     if overrides:
         data = apply_overrides(data, overrides)
-    return parse_params(data, str(path))
+    # name where the bad value may come from: a typo in --set is not in the file
+    return parse_params(data, f"{path} + overrides" if overrides else str(path))
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -291,7 +291,7 @@ def stale_reference(recorded: dict[str, Any] | None, current: dict[str, Any]) ->
     if current["kind"] == recorded.get("kind") and current.get("champion_version") == recorded.get("champion_version"):
         return None
     return (f"the evaluation was made against {recorded.get('label', 'an unknown reference')} but the reference is "
-            f"now {current['label']}; rerun it (`dvc repro -f evaluate` or `python -m pipelines evaluate`)")
+            f"now {current['label']}; rerun it (`dvc repro -f -s evaluate` or `python -m pipelines evaluate`)")
 
 
 def _per_pair_frame(name: str, df: pl.DataFrame, cand: Scores, ref: Scores) -> pl.DataFrame:
@@ -342,6 +342,10 @@ def run(params: Params, layout: Layout) -> dict[str, Any]:
     from pipelines.tracking import download_version
 
     t0 = time.perf_counter()
+    if params.judge.enabled:  # a judge with no endpoint fails now, not after both models ran
+        from pipelines.judge import judge_settings
+
+        judge_settings(params.judge)
     sets = load_sets(params, layout)
     if sets["test"].height == 0:  # before loading, scoring (and downloading) two models for nothing
         raise ValueError(f"no test pairs in {layout.pairs_split('test')}")

@@ -43,11 +43,18 @@ def verdict_path(layout: Layout) -> Path:
     return layout.root / "data" / "gate" / "verdict.json"
 
 
+def _shown(value: float) -> str:
+    """A count as a count ('195', not '195.0000'), a rate to four places."""
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 1):
+        return f"{int(value)}"
+    return f"{float(value):.4f}"
+
+
 def check(name: str, value: float | None, op: str, threshold: float, what: str) -> dict[str, Any]:
     """One rubric line: did ``value op threshold`` hold? With a sentence a person can read."""
     measured = value is not None and not (isinstance(value, float) and math.isnan(value))
     passed = bool(measured and _OPS[op](float(value), threshold))
-    shown = f"{value:.4f}" if measured else "not measured"
+    shown = _shown(value) if measured else "not measured"
     verb = "passed" if passed else "FAILED"
     return {
         "name": name,
@@ -55,7 +62,7 @@ def check(name: str, value: float | None, op: str, threshold: float, what: str) 
         "value": value if measured else None,
         "op": op,
         "threshold": threshold,
-        "reason": f"{name} {verb}: {what} = {shown} (required {op} {threshold})",
+        "reason": f"{name} {verb}: {what} = {shown} (required {op} {_shown(threshold)})",
     }
 
 

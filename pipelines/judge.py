@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pipelines import stats
+from pipelines.config import ConfigError
 
 if TYPE_CHECKING:
     from pipelines.config import JudgeParams, Params
@@ -386,8 +387,12 @@ class JudgeError(RuntimeError):
     """A judge call failed (after retries); the call counts as invalid."""
 
 
-class JudgeConfigError(JudgeError):
-    """The judge cannot work as configured (no URL/model, 401/403/404); raised, not counted."""
+class JudgeConfigError(JudgeError, ConfigError):
+    """The judge cannot work as configured (no URL/model, 401/403/404); raised, not counted.
+
+    A :class:`~pipelines.config.ConfigError` too, so the CLI reports it like any other
+    setting that does not work: one line, exit 2.
+    """
 
 
 def public_url(url: str) -> str:

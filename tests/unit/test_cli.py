@@ -137,3 +137,20 @@ def test_generate_with_a_bad_option_is_one_line_and_exit_2(tmp_path, monkeypatch
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("generate: "), (option, result.stderr)
     assert not (tmp_path / "raw").exists()
+
+
+def test_a_judge_without_an_endpoint_is_one_line_and_exit_2_before_any_model_runs(tmp_path, monkeypatch):
+    """It used to run the whole evaluation, then end in a traceback (exit 1)."""
+    monkeypatch.chdir(tmp_path)
+    for var in ("JUDGE_BASE_URL", "OPENAI_BASE_URL", "JUDGE_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    result = CliRunner().invoke(app, ["evaluate", "--set", "judge.enabled=true", "--root", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("evaluate: the judge needs a base URL"), lines
+
+
+def test_a_bad_override_is_said_to_come_from_the_overrides(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["ingest", "--set", "pairs.min_edit_raito=0.3"])
+    assert result.exit_code == 2 and "+ overrides" in result.stderr, result.output

@@ -76,7 +76,8 @@ def test_ports_and_named_volumes(compose):
     declared = set(compose["volumes"])
     for name, svc in services.items():
         for vol in svc.get("volumes", []):
-            source = vol.split(":")[0]
+            # a ${VAR:-default} source is a bind path the user may move (after substitution)
+            source = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", vol).split(":")[0]
             if not source.startswith((".", "/")):
                 assert source in declared, f"{name}: volume {source} not declared"
 
@@ -108,3 +109,38 @@ def test_dockerfiles_pin_their_base_and_install_the_project(name):
         assert bases[0].startswith("apache/airflow:3.")
     else:
         assert bases[0].startswith("nvidia/cuda:") and "bitsandbytes" in text
+
+
+def _code_text() -> str:
+    return "\n".join(p.read_text() for d in ("pipelines", "dags", "plugins") for p in (ROOT / d).glob("*.py"))
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.airflow", "Dockerfile.train", "compose.yaml"])
+def test_every_prefpipe_variable_the_images_set_is_one_the_code_reads(name):
+    """The Dockerfiles set PREFPIPE_PROJECT while the code reads PREFPIPE_PROJECT_DIR."""
+    text = (ROOT / "docker" / name).read_text()
+    code = _code_text()
+    set_here = set(re.findall(r"\b(PREFPIPE_[A-Z_]+)(?:=|:\s)", text)) - {"PREFPIPE_AIRFLOW_IMAGE",
+                                                                       "PREFPIPE_TRAIN_IMAGE",
+                                                                       "PREFPIPE_SHARED_DATA"}
+    unread = sorted(v for v in set_here if f'"{v}"' not in code)
+    assert not unread, f"{name} sets {unread}, which no module reads"
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.airflow", "Dockerfile.train"])
+def test_images_hold_what_a_run_workspace_is_made_from(name):
+    """A workspace is a DVC repository copied from the project: without .dvc/ in the image
+    `prepare_workspace` failed with 'Not inside a DVC repo'."""
+    text = (ROOT / "docker" / name).read_text()
+    copied = " ".join(re.findall(r"^COPY\s+(?:--\S+\s+)*(.+)$", text, flags=re.M))
+    for needed in ("dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", "dags", "plugins", "pipelines"):
+        assert needed in copied, f"{name} does not copy {needed}"
+
+
+def test_the_public_sets_are_mounted_where_params_yaml_looks(compose):
+    """params.yaml reads ../shared/data from the project at /opt/prefpipe: /opt/shared/data."""
+    params = (ROOT / "params.yaml").read_text()
+    assert "../shared/data/" in params
+    for service in AIRFLOW_SERVICES:
+        mounts = [str(v) for v in compose["services"][service].get("volumes", [])]
+        assert any(m.endswith(":/opt/shared/data:ro") for m in mounts), service

@@ -132,7 +132,7 @@ def test_stale_reference_only_when_the_champion_changed(recorded, current, stale
     reason = stale_reference(recorded, current)
     assert (reason is not None) is stale
     if stale:
-        assert current["label"] in reason and "dvc repro -f evaluate" in reason
+        assert current["label"] in reason and "dvc repro -f -s evaluate" in reason
 
 
 def test_a_stale_evaluation_fails_the_fresh_reference_check():
@@ -158,3 +158,10 @@ def test_the_judge_is_a_gate_check_only_when_judge_gate_is_on():
     e["judge"] = judged(0.52, 0.41)
     v = decide(e, GateParams(), on)
     assert v["failed"] == ["judge"] and "win-rate 0.520" in v["reasons"][-1]
+
+
+def test_reasons_show_counts_as_counts_and_rates_to_four_places():
+    from pipelines.gate import check
+
+    assert check("min_test_pairs", 195, ">=", 20, "held-out test pairs")["reason"].endswith("= 195 (required >= 20)")
+    assert check("win_rate", 0.69231, ">=", 0.55, "win-rate")["reason"].endswith("= 0.6923 (required >= 0.5500)")
