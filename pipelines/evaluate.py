@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -207,7 +208,14 @@ def headline(evaluation: dict[str, Any]) -> dict[str, Any]:
             "safety_reference_accuracy": s["reference"]["accuracy"]["rate"],
             "safety_regression": s["accuracy_regression"],
         })
-    return {k: round(v, 6) if isinstance(v, float) else v for k, v in h.items()}
+    return {k: _rounded(k, v) if isinstance(v, float) else v for k, v in h.items()}
+
+
+def _rounded(key: str, value: float) -> float:
+    """Six decimals, but a p-value keeps three significant digits (2.9e-10, not 0)."""
+    if key.endswith("p_value") and math.isfinite(value):
+        return float(f"{value:.3g}")
+    return round(value, 6)
 
 
 # --------------------------------------------------------------------------- scoring

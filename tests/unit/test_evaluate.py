@@ -40,3 +40,11 @@ def test_an_empty_test_split_fails_before_any_model_is_loaded_or_downloaded(tmp_
     with pytest.raises(ValueError, match=r"no test pairs in .*test\.parquet"):
         evaluate.run(Params(), layout)
     assert touched == []
+
+
+def test_a_tiny_p_value_keeps_its_digits_in_the_metrics():
+    """Rounded to six decimals, p = 2.9e-10 was written as 0 (the summary said 'p_value 0')."""
+    from pipelines.evaluate import _rounded
+
+    assert _rounded("win_rate_p_value", 2.93e-10) == 2.93e-10
+    assert _rounded("win_rate", 0.6923076923) == 0.692308
