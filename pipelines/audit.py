@@ -544,7 +544,18 @@ def _variants(text: Text) -> pl.Series:
     strings = text.strings
     if text.binary:
         return pl.concat([strings, strings.str.replace_all(_WHITESPACE_RUN, " ")])
-    return pl.concat([strings, _normalise(_unescaped(strings))])
+    return pl.concat([strings, _normalise(_unescaped(strings)), _normalise(_url_decoded(strings))])
+
+
+_PERCENT_ESCAPE = r"%[0-9A-Fa-f]{2}"
+
+
+def _url_decoded(strings: pl.Series) -> pl.Series:
+    """The strings that hold percent escapes, decoded: a URL's query keeps ``jdoe%40example.com``."""
+    from urllib.parse import unquote
+
+    encoded = strings.filter(strings.str.contains(_PERCENT_ESCAPE))
+    return pl.Series([unquote(s) for s in encoded.to_list()], dtype=pl.String)
 
 
 def _unescaped(strings: pl.Series) -> pl.Series:

@@ -617,7 +617,8 @@ def _rust() -> dict[str, str]:
     house = r"\d{1,6}[A-Za-z]?(?:[-/]\d{1,5}[A-Za-z]?)?"
     sfx_pre = _alt((*STREET_SUFFIXES, *STREET_PREFIXES))
     return {
-        "email": r"[\w.%+-]+@(?:[\w-]+\.)+\p{L}{2,}",
+        # also percent-encoded in a URL's query ('?email=jdoe%40example.com')
+        "email": r"[\w.%+-]+(?:@|%40)(?:[\w-]+\.)+\p{L}{2,}",
         "email_obf": r"[\w.+-]+[ \t]*[\[(](?i:at)[\])][ \t]*[\w-]+"
         r"(?:[ \t]*(?:[\[(](?i:dot)[\])]|\.)[ \t]*[\w-]{2,})+",
         "ip": r"\d{1,3}(?:\.\d{1,3}){3}(?:/\d{1,2})?"

@@ -367,3 +367,16 @@ def test_binary_with_nuls_or_high_bytes_is_not_read_as_utf16_or_latin1(tmp_path)
     (tmp_path / "ids.bin").write_bytes(ints + b" emre " + ints)
     (tmp_path / "w.bin").write_bytes(bytes(range(128, 256)) * 100 + b" emre ")
     assert scan([tmp_path], c)[0] == []
+
+
+def test_a_percent_encoded_value_in_a_url_is_found(tmp_path):
+    """Found by the leak hunt: 'jdoe1987%40gmail.com' in a logged URL was no hit."""
+    c = _canaries(tmp_path, [("EMAIL", "jdoe1987@gmail.com"), ("PERSON", "José García")])
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.log").write_text("GET /reset?email=jdoe1987%40gmail.com&token=abc\n")
+    pl.DataFrame({"url": ["https://crm.example/c?name=Jos%C3%A9%20Garc%C3%ADa"]}).write_parquet(data / "b.parquet")
+    (data / "c.txt").write_text("a 50%40 discount")
+    hits, n = scan([data], c)
+    assert n == 3
+    assert sorted((h.path.rsplit("/", 1)[-1], h.entity) for h in hits) == [("a.log", "EMAIL"), ("b.parquet", "PERSON")]

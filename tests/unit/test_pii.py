@@ -486,3 +486,10 @@ def test_a_lower_case_name_after_a_strong_cue_in_mixed_case_text(text, expected)
     so 'My name is john smith.' kept the name (an all-lower-case text did not)."""
     assert masked(text) == expected
     assert masked(expected) == expected
+
+
+def test_a_percent_encoded_email_in_a_url_is_masked():
+    """Found by the leak hunt: a reset link's '?email=jdoe1987%40gmail.com' kept the address."""
+    url = "https://app.example.com/reset?email=jdoe1987%40gmail.com&token=abc"
+    assert masked(url) == "https://app.example.com/reset?email=<EMAIL>&token=abc"
+    assert masked("50%40 off, 100%40x") == "50%40 off, 100%40x"
