@@ -133,6 +133,11 @@ def compare(
         "n": n,
         "win_rate": stats.proportion_summary(win, **kw),
         "ties": int(np.sum(cand.margin == ref.margin)),
+        # a NaN margin counts as a loss for the candidate: a model that scores NaN is broken
+        "nonfinite_margins": {
+            "candidate": int(np.sum(~np.isfinite(cand.margin))),
+            "reference": int(np.sum(~np.isfinite(ref.margin))),
+        },
         "candidate": _model_summary(cand, n_boot, confidence, seed),
         "reference": _model_summary(ref, n_boot, confidence, seed),
         "baselines": {k: _rate(v, n_boot, confidence, seed) for k, v in base.items()},

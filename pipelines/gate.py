@@ -66,6 +66,33 @@ def check(name: str, value: float | None, op: str, threshold: float, what: str) 
     }
 
 
+def _finite_scores(test: dict[str, Any], reference: dict[str, Any]) -> list[dict[str, Any]]:
+    """A failed check per model whose held-out margins are not all finite (none when they are).
+
+    Why: a NaN margin counts as a loss for the candidate, so a champion that scores NaN
+    (a diverged or corrupted model) can never be beaten and the gate failed with win-rate
+    reasons that did not say why; a candidate that scores NaN must never pass.
+    """
+    bad = test.get("nonfinite_margins") or {}
+    n = test.get("n", 0)
+    out = []
+    if bad.get("reference", 0):
+        out.append({
+            "name": "reference_scores", "passed": False, "value": bad["reference"], "op": "==", "threshold": 0,
+            "reason": f"reference_scores FAILED: the reference ({reference.get('label', 'reference')}) gave "
+                      f"non-finite scores on {bad['reference']} of {n} held-out pairs, so this comparison means "
+                      "nothing. If the champion is broken, roll it back (`python -m pipelines rollback`) and rerun "
+                      "evaluate and gate.",
+        })
+    if bad.get("candidate", 0):
+        out.append({
+            "name": "candidate_scores", "passed": False, "value": bad["candidate"], "op": "==", "threshold": 0,
+            "reason": f"candidate_scores FAILED: the candidate gave non-finite scores on {bad['candidate']} of {n} "
+                      "held-out pairs (a diverged training?).",
+        })
+    return out
+
+
 def decide(
     evaluation: dict[str, Any],
     gate: GateParams,
@@ -89,6 +116,7 @@ def decide(
         check("nll_increase", test["nll"]["relative_increase"], "<=", gate.max_nll_increase,
               "relative change of per-token NLL on held-out chosen responses"),
     ]
+    checks.extend(_finite_scores(test, evaluation.get("reference") or {}))
     safety = evaluation.get("safety") or {}
     if safety.get("n", 0) > 0:
         checks.append(check("safety_regression", safety["accuracy_regression"], "<=", gate.max_safety_regression,

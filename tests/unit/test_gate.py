@@ -165,3 +165,34 @@ def test_reasons_show_counts_as_counts_and_rates_to_four_places():
 
     assert check("min_test_pairs", 195, ">=", 20, "held-out test pairs")["reason"].endswith("= 195 (required >= 20)")
     assert check("win_rate", 0.69231, ">=", 0.55, "win-rate")["reason"].endswith("= 0.6923 (required >= 0.5500)")
+
+
+def test_a_model_that_scores_nan_fails_with_a_reason_that_says_so():
+    """A NaN margin counts as a candidate loss: a broken champion could never be beaten,
+    and the gate only said the win-rate was low."""
+    import numpy as np
+
+    from pipelines.evaluate import Scores, compare
+
+    rng = np.random.default_rng(0)
+    n = 60
+    lens = rng.integers(5, 50, size=n)
+
+    def scores(margin):
+        logp = rng.normal(-20, 1, size=n)
+        return Scores(chosen_logp=logp + margin, chosen_n=lens, rejected_logp=logp, rejected_n=lens)
+
+    broken_reference = np.full(n, np.nan)
+    t = compare(scores(rng.normal(0.5, 1, size=n)), scores(broken_reference), lens, lens, n_boot=50)
+    assert t["nonfinite_margins"] == {"candidate": 0, "reference": n}
+    e = copy.deepcopy(good_evaluation())
+    e["test"]["nonfinite_margins"] = t["nonfinite_margins"]
+    e["reference"] = {"label": "champion v3"}
+    v = decide(e, GateParams())
+    assert not v["passed"] and "reference_scores" in v["failed"]
+    reason = next(r for r in v["reasons"] if r.startswith("reference_scores"))
+    assert "champion v3" in reason and f"{n} of" in reason and "rollback" in reason
+    e["test"]["nonfinite_margins"] = {"candidate": 2, "reference": 0}
+    assert "candidate_scores" in decide(e, GateParams())["failed"]
+    e["test"]["nonfinite_margins"] = {"candidate": 0, "reference": 0}
+    assert decide(e, GateParams())["passed"]
