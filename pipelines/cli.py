@@ -39,13 +39,13 @@ DEFAULT_PARAMS_FILE = Path("params.yaml")
 """Read when ``--params`` is not given; its absence means all defaults (see ``load_params``)."""
 ParamsOpt = Annotated[
     Path | None,
-    typer.Option("--params", "-p", help="params file to read (default: ./params.yaml, all defaults when missing)"),
+    typer.Option("--params", "-p", metavar="FILE", help="params file to read (default: ./params.yaml, all defaults when missing)"),
 ]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="override one parameter for this run: key.path=value (repeatable)"),
+    typer.Option("--set", "-s", metavar="KEY=VALUE", help="override one parameter for this run: key.path=value (repeatable)"),
 ]
-RootOpt = Annotated[Path, typer.Option("--root", help="project root the stage reads and writes under")]
+RootOpt = Annotated[Path, typer.Option("--root", metavar="DIR", help="project root the stage reads and writes under")]
 
 
 def _setup_logging() -> None:
@@ -120,10 +120,10 @@ for _stage in STAGES:
 
 @app.command()
 def generate(
-    out: Annotated[Path, typer.Option(help="folder for the raw partitions and canaries.json")] = Path("data/raw"),
-    n_interactions: Annotated[int | None, typer.Option(help="override generate.n_interactions")] = None,
-    shift: Annotated[str | None, typer.Option(help="none | topic | length | tenant | all")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="jsonl | parquet")] = "jsonl",
+    out: Annotated[Path, typer.Option(metavar="DIR", help="folder for the raw partitions and canaries.json")] = Path("data/raw"),
+    n_interactions: Annotated[int | None, typer.Option(metavar="N", help="override generate.n_interactions")] = None,
+    shift: Annotated[str | None, typer.Option(metavar="KIND", help="none | topic | length | tenant | all")] = None,
+    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="jsonl | parquet")] = "jsonl",
     params: ParamsOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -149,7 +149,7 @@ def generate(
 
 @app.command()
 def rollback(
-    to_version: Annotated[str | None, typer.Option(help="registry version to make champion (default: the previous one)")] = None,
+    to_version: Annotated[str | None, typer.Option(metavar="VERSION", help="registry version to make champion (default: the previous one)")] = None,
     params: ParamsOpt = None,
 ) -> None:
     """Move the `champion` alias back to the previous champion (or a named version)."""
@@ -170,13 +170,13 @@ def rollback(
 
 @app.command()
 def audit(
-    paths: Annotated[list[Path], typer.Argument(help="files or folders to search")],
-    canaries: Annotated[Path, typer.Option(help="canaries.json listing the PII values to look for")] = Path(
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH", help="files or folders to search")],
+    canaries: Annotated[Path, typer.Option(metavar="FILE", help="canaries.json listing the PII values to look for")] = Path(
         "data/raw/canaries.json"
     ),
     public: Annotated[
         list[Path] | None,
-        typer.Option(help="public inputs (e.g. ../shared/data): canaries they already hold prove nothing"),
+        typer.Option(metavar="PATH", help="public inputs (e.g. ../shared/data): canaries they already hold prove nothing"),
     ] = None,
 ) -> None:
     """Search files (Parquet cells included) for canary PII values; exit 1 on any hit.
@@ -206,8 +206,8 @@ def audit(
 
 @app.command()
 def summary(
-    root: RootOpt = Path("."),
-    width: Annotated[int | None, typer.Option(help="line width (default: the terminal's)")] = None,
+    root: Annotated[Path, typer.Option("--root", metavar="DIR", help="project root whose metrics to read")] = Path("."),
+    width: Annotated[int | None, typer.Option(metavar="COLUMNS", help="line width (default: the terminal's)")] = None,
 ) -> None:
     """Every stage's metrics from the last run, a few readable lines each, in pipeline order.
 
