@@ -95,7 +95,8 @@ _WHITESPACE_RUN = r"\s{2,}|[\s--[ ]]"
 """Any whitespace run but a lone space (which needs no rewrite: most text is words and spaces)."""
 _CASEFOLD_EXTRA = {"ß": "ss", "ς": "σ"}
 """Where full case folding differs from lower-casing."""
-_JSON_ESCAPE = re.compile(r'\\(?:u([0-9a-fA-F]{4})(?:\\u([0-9a-fA-F]{4}))?|(["\\/bfnrt]))')
+JSON_ESCAPE = re.compile(r'\\(?:u([0-9a-fA-F]{4})(?:\\u([0-9a-fA-F]{4}))?|(["\\/bfnrt]))')
+"""One JSON string escape (a surrogate pair as one); the scrub stage maps offsets through it too."""
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SIMPLE_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 _NUMBER_SEPARATORS = re.compile(r"[\s\-.()+]")
@@ -520,7 +521,7 @@ def json_unescape(text: str) -> str:
     Why not ``json.loads``: it needs one whole document, and a log line with a JSON
     payload or a pretty-printed JSON line is not one.
     """
-    return _JSON_ESCAPE.sub(_unescape_match, text) if "\\" in text else text
+    return JSON_ESCAPE.sub(_unescape_match, text) if "\\" in text else text
 
 
 def _with_inner_escapes(text: str) -> str:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import pii
+from pipelines.audit import JSON_ESCAPE, MAX_ESCAPE_ROUNDS, json_unescape
 from pipelines.config import Params, ScrubParams
 from pipelines.io import atomic_path, write_json_atomic
 from pipelines.layout import Layout
@@ -129,10 +129,6 @@ def _apply(
 
 # --------------------------------------------------------------------------- JSON escapes
 
-JSON_ESCAPE = re.compile(r'\\(?:u[0-9a-fA-F]{4}(?:\\u[0-9a-fA-F]{4})?|["\\/bfnrt])')
-"""One JSON string escape (a surrogate pair as one), as :func:`pipelines.audit.json_unescape` reads them."""
-ESCAPE_LEVELS = 2
-"""JSON inside a JSON string (a logged payload) is escaped twice: both levels are read."""
 ESCAPE_PASSES = 3
 """Passes over an escaped text: a value found only once its neighbour is a placeholder needs another."""
 
@@ -140,8 +136,6 @@ ESCAPE_PASSES = 3
 def unescape_with_offsets(text: str) -> tuple[str, list[int], list[int]]:
     """``text`` with one level of JSON escapes decoded, and per decoded character the
     ``[start, end)`` of the characters of ``text`` it was read from."""
-    from pipelines.audit import json_unescape
-
     out: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
@@ -162,9 +156,10 @@ def unescape_with_offsets(text: str) -> tuple[str, list[int], list[int]]:
 
 
 def _decoded_view(text: str) -> tuple[str, list[int], list[int]]:
-    """Up to :data:`ESCAPE_LEVELS` levels decoded, offsets into ``text`` composed."""
+    """Up to :data:`~pipelines.audit.MAX_ESCAPE_ROUNDS` levels decoded (as the audit reads them),
+    offsets into ``text`` composed."""
     view, starts, ends = unescape_with_offsets(text)
-    for _ in range(ESCAPE_LEVELS - 1):
+    for _ in range(MAX_ESCAPE_ROUNDS - 1):
         if not JSON_ESCAPE.search(view):
             break
         view, s2, e2 = unescape_with_offsets(view)
