@@ -57,11 +57,11 @@ class GenerateParams(Section):
     comparison_share: float = Field(0.2, ge=0, le=1)
     shift: Literal["none", "topic", "length", "tenant", "all"] = "none"
 
-
     @model_validator(mode="after")
     def _start_date_is_a_date(self) -> GenerateParams:
         _utc_instant(self.start_date)  # a clear "not an ISO date" here, not a traceback mid-generation
         return self
+
 
 class IngestParams(Section):
     max_text_chars: int = Field(20000, ge=1)

@@ -152,6 +152,7 @@ TRAINING_FORM: tuple[FormField, ...] = (
     FormField(
         "seed", "seed", "Seed",
         "One seed for every random choice (`seed`). Empty: params.yaml.",
+        # config.MAX_SEED, not imported: this module stays free of pydantic for DAG parsing
         {"type": ["null", "integer"], "minimum": 0, "maximum": 2**32 - 1},
     ),
     FormField(

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from pipelines import orchestration as orch
-from pipelines.config import load_params, parse_params
+from pipelines.config import MAX_SEED, load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,6 +63,7 @@ def test_the_form_accepts_what_the_ui_sends_and_refuses_what_would_fail_late():
         jsonschema.validate(None, _schema("overrides", form))
         assert orch.form_overrides({"overrides": None}, fields=form) == {}
     seed = _schema("seed", orch.TRAINING_FORM)
+    assert seed["maximum"] == MAX_SEED  # the form and params.yaml's model agree
     jsonschema.validate(2**32 - 1, seed)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(2**32, seed)
