@@ -64,6 +64,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pipelines import stats
 from pipelines.config import ConfigError
+from pipelines.pii import without_lone_surrogates
 
 if TYPE_CHECKING:
     from pipelines.config import JudgeParams, Params
@@ -127,7 +128,6 @@ _TIE_RE = re.compile(
     r"\b(?:tie|draw|neither\s+is\s+(?:clearly\s+)?better|equally\s+good)\b", re.IGNORECASE
 )
 _STRIP_CHARS = " \t\r\n*_`\"'#.:!;,()[]<>"
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _JSON_KEYS = ("verdict", "winner", "better", "choice", "answer", "decision", "preferred")
 
 
@@ -485,7 +485,7 @@ def parse_reply(body: Any) -> tuple[str, dict[str, int]]:
         raise JudgeError("malformed chat completion (content is not text)")
     # JSON may carry lone surrogates ("\\ud83d", an emoji cut at max_tokens) that no scrubber,
     # log or exporter can encode as UTF-8
-    text = _SURROGATE_RE.sub("\ufffd", text)
+    text = without_lone_surrogates(text)
     return text, _token_usage(body.get("usage"))
 
 

@@ -1779,6 +1779,12 @@ def replace_spans(
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def without_lone_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate (half an emoji from a ``\\ud83d`` escape or a cut
+    model answer) as U+FFFD: no UTF-8 sink (polars, a log, a JSON file, an exporter) holds one."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
 def scrub_text(
     text: str,
     entities: Sequence[str] = ENTITY_TYPES,
@@ -1791,7 +1797,7 @@ def scrub_text(
     no UTF-8 sink (polars, a log, an exporter) can hold it, and a scrubber that raised
     would let its callers fall back to sending the text as it was.
     """
-    text = _LONE_SURROGATE.sub("\ufffd", text)
+    text = without_lone_surrogates(text)
     results = scrub_texts([text], entities, placeholder_format) if text else []
     return (results[0][1], Counter(results[0][2])) if results else (text, Counter())
 
