@@ -24,6 +24,9 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     # the real-data DPO check of issue 10 (baseline: the shorter-response rule and the
     # starting model, on the same held-out hh-rlhf pairs); ~15-25 min at full size on 2 cores
     ("hh_rlhf_dpo.py", [], ["--quick"]),
+    # train + evaluate on each device present (baseline: the CPU in the same run);
+    # needs data/pairs from `make run`
+    ("bench_train.py", [], ["--quick"]),
 ]
 
 
@@ -52,7 +55,11 @@ def main() -> None:
         ]
         print(f"\n==================== {script} {' '.join(argv[1:])}", flush=True)
         sys.argv = argv
-        runpy.run_path(str(path), run_name="__main__")
+        try:
+            runpy.run_path(str(path), run_name="__main__")
+        except SystemExit as stop:  # one benchmark's refusal (no data, say) ends only that one
+            if stop.code not in (None, 0):
+                print(f"-- {script}: stopped ({stop.code})", flush=True)
 
 
 if __name__ == "__main__":
