@@ -171,7 +171,7 @@ def _common_args(params: Params, plan: DevicePlan, output_dir: Path, max_steps: 
         "bf16": plan.bf16,
         "fp16": False,
         # checkpointing trades compute for memory: worth it only for big models on a GPU
-        "gradient_checkpointing": plan.device == "cuda" and params.model.source != "builtin",
+        "activation_checkpointing": plan.device == "cuda" and params.model.source != "builtin",
         "report_to": "none",
         "disable_tqdm": True,
         "dataloader_num_workers": 0,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -58,6 +59,25 @@ def test_device_plan_cuda_uses_bf16_and_qlora_when_available():
     fp32 = TrainParams(precision="fp32", load_in_4bit="never")
     assert M.plan_device(fp32, builtin=False, cuda=True, bf16_supported=True, bnb_available=True) == M.DevicePlan(
         "cuda", bf16=False, load_in_4bit=False)
+
+
+@pytest.mark.parametrize(("device", "source", "checkpointing"), [
+    ("cpu", "org/model", False), ("cuda", "builtin", False), ("cuda", "org/model", True)])
+def test_trainer_args_checkpoint_activations_only_for_a_hub_model_on_a_gpu(device, source, checkpointing):
+    """Under the current name: the deprecated ``gradient_checkpointing`` warned on every run."""
+    import warnings
+
+    from trl import DPOConfig
+
+    from pipelines.train import _common_args
+
+    params = parse_params({"model": {"source": source}})
+    plan = M.DevicePlan(device, bf16=False, load_in_4bit=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        args = DPOConfig(**_common_args(params, plan, Path("/tmp/unused"), 5, 1e-4))
+    assert args.activation_checkpointing is checkpointing
+    assert args.use_cpu is (device == "cpu")
 
 
 # --------------------------------------------------------------------------- tokenizer and prompts
