@@ -66,6 +66,7 @@ class GenerateParams(Section):
 class IngestParams(Section):
     max_text_chars: int = Field(20000, ge=1)
     batch_lines: int = Field(100_000, ge=1)
+    hash_ids: bool = Field(False, description="replace event/thread/interaction/output ids by keyed pseudonyms")
 
 
 class ScrubParams(Section):

@@ -36,6 +36,13 @@ import pyarrow.parquet as pq
 from pipelines.config import Params
 from pipelines.io import scratch_dir, write_json_atomic, write_parquet_atomic
 from pipelines.layout import Layout
+from pipelines.pseudonym import (
+    HASHED_FIELDS,
+    Pseudonymizer,
+    key_fingerprint,
+    load_key,
+    pseudonymizer,
+)
 from pipelines.schemas import (
     COMMON_FIELDS,
     EVENT_TYPES,
@@ -362,10 +369,12 @@ def _feedback_row(obj: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def to_part_row(obj: dict[str, Any], line: RawLine, ts: int | None = None) -> dict[str, Any]:
+def to_part_row(obj: dict[str, Any], line: RawLine, ts: int | None = None,
+                pseudonym: Pseudonymizer | None = None) -> dict[str, Any]:
     """Project a valid event onto its type's part columns (unknown fields are dropped).
 
-    ``ts`` is the parsed timestamp when the caller has it already.
+    ``ts`` is the parsed timestamp when the caller has it already; ``pseudonym``
+    (``ingest.hash_ids``) replaces the ids of :data:`pipelines.pseudonym.HASHED_FIELDS`.
     """
     kind = obj["event_type"]
     row = {name: obj.get(name) for name in _PART_COLUMNS[kind]}
@@ -376,6 +385,10 @@ def to_part_row(obj: dict[str, Any], line: RawLine, ts: int | None = None) -> di
         row["turn"] = obj.get("turn") or 0
     if kind == "feedback":
         row.update(_feedback_row(obj))
+    if pseudonym is not None:
+        for name in HASHED_FIELDS:
+            if name in row:
+                row[name] = pseudonym(row[name])
     return row
 
 
@@ -509,11 +522,30 @@ def _decode_lenient(data: bytes, cut: bool = False) -> str:
     return _ESCAPED_BYTE.sub(lambda m: bytes([ord(m.group()) - 0xDC00]).decode("cp1252", errors="replace"), text)
 
 
-def _excerpt(raw: bytes, entities: list[str], placeholder_format: str) -> str:
+_ID_KEYS = "|".join((*HASHED_FIELDS, "preferred_output_id"))
+_ID_VALUE = re.compile(rf'("(?:{_ID_KEYS})"\s*:\s*")([^"]*)("?)')
+"""An id field's string value in a line's text (the closing quote may be cut off)."""
+_ID_LIST = re.compile(r'("output_ids"\s*:\s*\[)([^\]]*)')
+_QUOTED = re.compile(r'"([^"]*)"')
+
+
+def _pseudonymise_ids(text: str, pseudonym: Pseudonymizer) -> str:
+    """The id values in a rejected line's text replaced as ingest replaces them in records.
+
+    Why a pattern and not a parse: the line is often not valid JSON (that may be why it
+    was rejected), and a window of a long line is cut anywhere.
+    """
+    text = _ID_VALUE.sub(lambda m: m[1] + (pseudonym(m[2]) or "") + m[3], text)
+    return _ID_LIST.sub(lambda m: m[1] + _QUOTED.sub(lambda q: f'"{pseudonym(q[1])}"', m[2]), text)
+
+
+def _excerpt(raw: bytes, entities: list[str], placeholder_format: str,
+             pseudonym: Pseudonymizer | None = None) -> str:
     """A short, PII-scrubbed view of a rejected line (lazy imports: pii loads resources).
 
     Escapes are read with the audit's decoder, which works on any text: a rejected line
-    is often not valid JSON (truncated, or a window cut from a long line).
+    is often not valid JSON (truncated, or a window cut from a long line). With
+    ``ingest.hash_ids`` the ids in it are pseudonymised like those of the records.
     """
     from pipelines.audit import json_unescape
     from pipelines.config import ScrubParams
@@ -526,6 +558,8 @@ def _excerpt(raw: bytes, entities: list[str], placeholder_format: str) -> str:
     # JSON text inside the line's strings (a context list of serialised tool results) keeps
     # escapes after that: the scrub stage's escape-aware pass reads those too.
     text = json_unescape(_decode_lenient(raw[:EXCERPT_SCRUB_BYTES], cut=len(raw) > EXCERPT_SCRUB_BYTES))
+    if pseudonym is not None:
+        text = _pseudonymise_ids(text, pseudonym)
     if "\\" in text:
         found = scrub_escaped([text], ScrubParams(entities=entities, placeholder_format=placeholder_format))
         text = found[0][1] if found else text
@@ -570,7 +604,14 @@ def _safe_str(obj: Any, name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def read_events(raw_dir: Path, scratch: Path, params: Params) -> tuple[Collector, RejectLog, dict[str, Any]]:
+def _reject_id(obj: Any, pseudonym: Pseudonymizer | None) -> str | None:
+    """A rejected line's ``event_id`` as the quarantine may keep it: identifier-shaped, pseudonymised when asked."""
+    value = _reject_event_id(_safe_str(obj, "event_id"))
+    return pseudonym(value) if pseudonym is not None else value
+
+
+def read_events(raw_dir: Path, scratch: Path, params: Params,
+                pseudonym: Pseudonymizer | None = None) -> tuple[Collector, RejectLog, dict[str, Any]]:
     """Parse and validate every input line; valid events go to parts, the rest to rejects."""
     collector = Collector(scratch, params.ingest.batch_lines)
     rejects = RejectLog()
@@ -578,7 +619,7 @@ def read_events(raw_dir: Path, scratch: Path, params: Params) -> tuple[Collector
     seen_key: dict[str, set[str]] = {"interaction": set(), "output": set()}
     lines_in = 0
     by_type: Counter[str] = Counter()
-    excerpt_args = (list(params.scrub.entities), params.scrub.placeholder_format)
+    excerpt_args = (list(params.scrub.entities), params.scrub.placeholder_format, pseudonym)
     for item in iter_raw(raw_dir):
         lines_in += 1
         if isinstance(item, tuple):
@@ -599,13 +640,13 @@ def read_events(raw_dir: Path, scratch: Path, params: Params) -> tuple[Collector
         if bad is not None:
             rejects.add(source_file=item.source_file, line_no=item.line_no, raw=item.raw, reason=bad[0],
                         detail=bad[1], excerpt=_excerpt(item.raw, *excerpt_args),
-                        event_id=_safe_str(obj, "event_id"), event_type=_safe_str(obj, "event_type"))
+                        event_id=_reject_id(obj, pseudonym), event_type=_safe_str(obj, "event_type"))
             continue
         seen_event.add(obj["event_id"])
         if kind in seen_key:
             seen_key[kind].add(key)
         by_type[kind] += 1
-        collector.add(kind, to_part_row(obj, item, ts))
+        collector.add(kind, to_part_row(obj, item, ts, pseudonym))
         if lines_in % 250_000 == 0:
             log.info("ingest: %d lines read, %d quarantined so far", lines_in, len(rejects.rows))
     collector.flush()
@@ -613,12 +654,12 @@ def read_events(raw_dir: Path, scratch: Path, params: Params) -> tuple[Collector
 
 
 def _late_rejects(frame: pl.DataFrame, reason: RejectReason, raw_dir: Path, rejects: RejectLog,
-                  params: Params) -> int:
+                  params: Params, pseudonym: Pseudonymizer | None = None) -> int:
     """Add rejects found only after the join (orphans), re-reading their raw lines for the hash."""
     if frame.is_empty():
         return 0
     wanted = {(r["source_file"], r["line_no"]): r for r in frame.iter_rows(named=True)}
-    excerpt_args = (list(params.scrub.entities), params.scrub.placeholder_format)
+    excerpt_args = (list(params.scrub.entities), params.scrub.placeholder_format, pseudonym)
     for item in iter_raw(raw_dir):
         if isinstance(item, tuple):
             continue
@@ -638,14 +679,16 @@ def run(params: Params, layout: Layout) -> dict[str, Any]:
     raw_dir = layout.raw_dir
     if not raw_dir.is_dir():
         raise FileNotFoundError(f"raw event folder {raw_dir} does not exist; run `python -m pipelines generate`")
+    key = load_key() if params.ingest.hash_ids else None  # a missing key stops before any work
+    pseudonym = pseudonymizer(key) if key is not None else None
     # scratch parts hold raw (unscrubbed) events: a killed run's are removed by the next one
     with scratch_dir(layout.staged_dir, "ingest") as scratch:
-        collector, rejects, stats = read_events(raw_dir, scratch, params)
+        collector, rejects, stats = read_events(raw_dir, scratch, params, pseudonym)
         inter, outs, fb = collector.scan("interaction"), collector.scan("output"), collector.scan("feedback")
         records, orphan_fb = join_records(inter, outs, fb)
         orphans = _late_rejects(
-            orphan_outputs(inter, outs).collect(), RejectReason.ORPHAN_OUTPUT, raw_dir, rejects, params
-        ) + _late_rejects(orphan_fb.collect(), RejectReason.ORPHAN_FEEDBACK, raw_dir, rejects, params)
+            orphan_outputs(inter, outs).collect(), RejectReason.ORPHAN_OUTPUT, raw_dir, rejects, params, pseudonym
+        ) + _late_rejects(orphan_fb.collect(), RejectReason.ORPHAN_FEEDBACK, raw_dir, rejects, params, pseudonym)
         records = records.sort("ts", "event_id").select(
             [pl.col(c).cast(t) for c, t in RECORD_SCHEMA.items()]
         )
@@ -664,7 +707,10 @@ def run(params: Params, layout: Layout) -> dict[str, Any]:
         "quarantined_by_reason": dict(sorted(rejects.counts.items())),
         "valid_by_type": stats["valid_by_type"],
         "records_out": n_records,
+        "ids_hashed": key is not None,
     }
+    if key is not None:
+        metrics["id_key_fingerprint"] = key_fingerprint(key)
     write_json_atomic(layout.metrics("ingest"), metrics)
     log.info("ingest: %d lines -> %d records, %d quarantined in %.1fs", stats["lines_in"], n_records,
              quarantined, time.perf_counter() - start)

@@ -53,6 +53,16 @@ def test_the_promised_services_exist(compose):
     assert devices[0]["capabilities"] == ["gpu"]
 
 
+def test_the_stage_secrets_reach_every_airflow_service(compose):
+    """Stages run inside the Airflow workers: a secret they read must be passed through."""
+    from pipelines.pseudonym import ENV_KEY
+
+    for name in (*AIRFLOW_SERVICES, "airflow-worker-gpu"):
+        env = compose["services"][name]["environment"]
+        for var in (ENV_KEY, "SLACK_WEBHOOK_URL", "LANGFUSE_SECRET_KEY"):
+            assert env.get(var) == f"${{{var}:-}}", (name, var)
+
+
 def test_every_long_running_service_has_a_healthcheck(compose):
     for name, svc in compose["services"].items():
         if name != "airflow-init":
