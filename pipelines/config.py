@@ -185,6 +185,14 @@ class SFTPhaseParams(Section):
     learning_rate: float = Field(1e-3, gt=0)
 
 
+DPO_LOSS_TYPES = (
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
+    "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+)
+"""TRL's DPO losses (1.16; a unit test compares with the installed TRL). Checked here because TRL
+itself only finds a typo at the first DPO step, after the SFT phase has run."""
+
+
 class DPOPhaseParams(Section):
     """The DPO phase; ``loss_type: [sigmoid, sft]`` with weights is RPO (DPO + NLL on chosen)."""
 
@@ -207,6 +215,10 @@ class DPOPhaseParams(Section):
 
     @model_validator(mode="after")
     def _weights_match(self) -> DPOPhaseParams:
+        unknown = [t for t in self.loss_types if t not in DPO_LOSS_TYPES]
+        if unknown or not self.loss_types:
+            raise ValueError(f"unknown loss_type {', '.join(unknown) or '(empty list)'}: one or a list of "
+                             f"{', '.join(DPO_LOSS_TYPES)}")
         if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_types):
             raise ValueError("loss_weights needs one weight per loss_type")
         return self

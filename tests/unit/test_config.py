@@ -73,6 +73,26 @@ def test_top_level_must_be_a_mapping(tmp_path):
         load_params(p)
 
 
+def test_an_unknown_dpo_loss_type_is_a_config_error_naming_the_choices():
+    for bad in ("sigmod", ["sigmoid", "sfft"], []):
+        with pytest.raises(ConfigError, match="unknown loss_type") as err:
+            parse_params({"train": {"dpo": {"loss_type": bad}}})
+        assert "sigmoid_norm" in str(err.value)
+
+
+def test_our_dpo_loss_list_is_trls():
+    """TRL keeps no constant: its config help lists the losses; a TRL upgrade that adds one fails here."""
+    import re
+
+    from trl import DPOConfig
+
+    from pipelines.config import DPO_LOSS_TYPES
+
+    help_text = DPOConfig.__dataclass_fields__["loss_type"].metadata["help"]
+    listed = re.findall(r"`'(\w+)'`", help_text.split("If multiple")[0])
+    assert sorted(listed) == sorted(DPO_LOSS_TYPES)
+
+
 def test_dpo_loss_type_may_be_a_weighted_list_rpo():
     """``[sigmoid, sft]`` with weights is RPO; TRL gets the list, and weights must match it."""
     from pipelines.config import DPOPhaseParams

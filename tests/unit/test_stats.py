@@ -162,3 +162,24 @@ def test_headline_flattens_the_gate_inputs():
     h = headline({"test": t, "safety": safety})
     assert h["n_test"] == 3 and h["win_rate"] == pytest.approx(2 / 3, abs=1e-6)
     assert h["safety_regression"] == 0.0 and h["n_safety"] == 3
+
+
+def test_resampling_in_blocks_gives_the_one_table_means(monkeypatch):
+    x = np.random.default_rng(3).normal(size=997)
+    whole = x[np.random.default_rng(11).integers(0, x.size, size=(500, x.size))].mean(axis=1)
+    monkeypatch.setattr(stats, "RESAMPLE_CELLS", 3 * x.size + 5)  # blocks of 3 rows, the last one short
+    assert np.array_equal(stats._resample_means(x, 500, 11), whole)
+
+
+def test_bootstrap_memory_does_not_grow_with_the_number_of_items():
+    """The whole resample table of 100k items x 1,000 resamples would be 0.8 GB of indices."""
+    import tracemalloc
+
+    x = np.random.default_rng(0).random(100_000)
+    tracemalloc.start()
+    try:
+        stats.paired_bootstrap_diff(x, x[::-1].copy(), n_boot=1000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 120 * 2**20, peak
