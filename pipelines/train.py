@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines import library_warnings
 from pipelines.io import write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:
@@ -410,7 +411,7 @@ def run(params: Params, layout: Layout) -> dict[str, Any]:
              plan.device, plan.dtype_name + (" 4-bit" if plan.load_in_4bit else ""), key)
 
     tracking.configure(layout)
-    with _start_mlflow_run(params, layout, work) as active:
+    with _start_mlflow_run(params, layout, work) as active, library_warnings.hidden("is_gradient_checkpointing"):
         run_id = active.info.run_id
         if not active.data.params:
             mlflow.log_params(flatten("", {"seed": params.seed, "model": params.model.model_dump(mode="json"),
