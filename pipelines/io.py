@@ -168,6 +168,34 @@ def _held(path: Path) -> bool:
     return False
 
 
+def is_locked(path: str | Path) -> bool:
+    """Some live process holds ``path`` with :func:`exclusive_lock` (or a writer's :func:`_hold`)."""
+    return _held(Path(path))
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path) -> Iterator[bool]:
+    """Try to hold an exclusive ``flock`` on ``path`` (created if missing) for the block.
+
+    Yields True when this process holds it, False when another live process does (no
+    waiting). Why flock: the kernel drops it when the holder dies, however it dies, so a
+    killed run never leaves a lock behind. Where the file system has no flock, True.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                yield False
+                return
+        yield True
+    finally:
+        os.close(fd)
+
+
 def _writer_gone(path: Path, pid: int) -> bool:
     """The writer of temporary ``path`` (pid ``pid``) can never rename it again.
 

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines import library_warnings
-from pipelines.io import write_json_atomic, write_text_atomic
+from pipelines.io import exclusive_lock, is_locked, write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     import polars as pl
@@ -54,6 +54,12 @@ log = logging.getLogger(__name__)
 
 SFT_FINAL = "final"
 RUN_ID_FILE = "mlflow_run_id"
+RUN_LOCK = ".lock"
+"""Held (flock) by the process training into a checkpoint folder, for the whole run."""
+
+
+class TrainingInProgress(RuntimeError):
+    """Another process is training with the same inputs in this project right now."""
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -372,6 +378,41 @@ def run(params: Params, layout: Layout) -> dict[str, Any]:
 
     apply_runtime(params)  # before torch loads
     import datasets
+
+    from pipelines import tracking
+    from pipelines.model import BUILTIN, folder_fingerprint, plan_device
+
+    datasets.disable_progress_bars()
+    t0 = time.perf_counter()
+    plan = plan_device(params.train, builtin=params.model.source == BUILTIN)
+    train_df, val_df = _load_splits(layout)
+    base_fp = folder_fingerprint(layout.base_model)
+    data = tracking.data_version(
+        layout, {"train_pairs": layout.pairs_split("train"), "val_pairs": layout.pairs_split("val")}
+    )
+    key = run_key(params, base_fp, {k: str(v) for k, v in data.items()})
+    root = checkpoint_root(layout)
+    work = root / key
+    with exclusive_lock(work / RUN_LOCK) as mine:
+        if not mine:
+            raise TrainingInProgress(
+                f"another train run with the same inputs is running in {layout.root} (checkpoints {work}); "
+                "wait for it, or run the second one in its own project folder"
+            )
+        _drop_stale_checkpoints(root, keep=key)
+        return _train_locked(params, layout, plan, train_df, val_df, base_fp, data, key, work, t0)
+
+
+def _drop_stale_checkpoints(root: Path, keep: str) -> None:
+    """Checkpoints of other inputs can never be resumed; those of a run still going (locked) stay."""
+    for stale in root.iterdir():
+        if stale.name != keep and not is_locked(stale / RUN_LOCK):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _train_locked(params: Params, layout: Layout, plan: DevicePlan, train_df: pl.DataFrame, val_df: pl.DataFrame,
+                  base_fp: str, data: dict[str, Any], key: str, work: Path, t0: float) -> dict[str, Any]:
+    """The run itself, while this process holds the checkpoint folder's lock."""
     import mlflow
     from transformers import set_seed
 
@@ -384,29 +425,11 @@ def run(params: Params, layout: Layout) -> dict[str, Any]:
         SFT_ADAPTER_DIR,
         atomic_dir,
         candidate_fingerprint,
-        folder_fingerprint,
         load_model_and_tokenizer,
         make_adapter_portable,
-        plan_device,
     )
 
-    datasets.disable_progress_bars()
-    t0 = time.perf_counter()
     builtin = params.model.source == BUILTIN
-    plan = plan_device(params.train, builtin=builtin)
-    train_df, val_df = _load_splits(layout)
-    base_fp = folder_fingerprint(layout.base_model)
-    data = tracking.data_version(
-        layout, {"train_pairs": layout.pairs_split("train"), "val_pairs": layout.pairs_split("val")}
-    )
-    key = run_key(params, base_fp, {k: str(v) for k, v in data.items()})
-    root = checkpoint_root(layout)
-    work = root / key
-    if root.exists():
-        for stale in root.iterdir():
-            if stale.name != key:
-                shutil.rmtree(stale, ignore_errors=True)
-    work.mkdir(parents=True, exist_ok=True)
     log.info("train: %d pairs, %d val, device %s %s, key %s", train_df.height, val_df.height,
              plan.device, plan.dtype_name + (" 4-bit" if plan.load_in_4bit else ""), key)
 

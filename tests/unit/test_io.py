@@ -155,3 +155,17 @@ def test_published_files_and_folders_follow_the_umask(tmp_path):
         os.umask(before)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o640
     assert stat.S_IMODE((tmp_path / "m").stat().st_mode) == 0o750
+
+
+def test_exclusive_lock_is_taken_once_and_freed_when_the_block_ends(tmp_path):
+    from pipelines.io import exclusive_lock, is_locked
+
+    lock = tmp_path / "sub" / ".lock"
+    assert not is_locked(lock)
+    with exclusive_lock(lock) as first:
+        assert first and is_locked(lock)
+        with exclusive_lock(lock) as second:  # another open file description: what another process sees
+            assert not second
+    assert not is_locked(lock)
+    with exclusive_lock(lock) as again:
+        assert again

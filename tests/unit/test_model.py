@@ -278,3 +278,38 @@ def test_train_loss_of_a_resumed_run_covers_every_logged_step():
     # resumed from the final checkpoint: the Trainer trained no step and reports 0.0
     assert train_loss(0.0, history, resumed=True) == pytest.approx(0.6)
     assert math.isnan(train_loss(0.0, [], resumed=True))
+
+
+def test_a_second_train_run_with_the_same_inputs_stops_while_the_first_holds_the_lock(tmp_path, monkeypatch):
+    """Two manual runs would write the same checkpoints; the second stops, naming the folder."""
+    from pipelines import train
+    from pipelines.io import exclusive_lock
+
+    layout = Layout(tmp_path)
+    layout.pairs_dir.mkdir(parents=True)
+    _pairs(10).write_parquet(layout.pairs_split("train"))
+    layout.base_model.mkdir(parents=True)
+    (layout.base_model / "config.json").write_text("{}")
+    monkeypatch.setattr(train, "run_key", lambda *a: "samekey")
+    work = train.checkpoint_root(layout) / "samekey"
+    other = train.checkpoint_root(layout) / "otherkey"
+    other.mkdir(parents=True)
+    with exclusive_lock(work / train.RUN_LOCK) as mine, exclusive_lock(other / train.RUN_LOCK):
+        assert mine
+        with pytest.raises(train.TrainingInProgress, match="same inputs is running") as err:
+            train.run(Params(), layout)
+        assert str(work) in str(err.value)
+    assert other.exists()  # a run of other inputs still going: its checkpoints were not touched
+
+
+def test_checkpoints_of_other_inputs_go_unless_their_run_is_alive(tmp_path):
+    from pipelines import train
+    from pipelines.io import exclusive_lock
+
+    root = tmp_path / "train"
+    for name in ("keep", "dead", "alive"):
+        (root / name / "dpo").mkdir(parents=True)
+    (root / "dead" / train.RUN_LOCK).write_text("")  # a killed run: its lock file stays, its flock went with it
+    with exclusive_lock(root / "alive" / train.RUN_LOCK):
+        train._drop_stale_checkpoints(root, keep="keep")
+    assert sorted(p.name for p in root.iterdir()) == ["alive", "keep"]
