@@ -25,6 +25,7 @@ from pipelines.config import ConfigError, load_params, parse_override
 from pipelines.layout import Layout
 from pipelines.stages import STAGE_HELP, STAGES, resolve
 from pipelines.tracking import TrackingUnavailable, lost_server, tracking_uri
+from pipelines.train import TrainingInProgress
 
 QUIET_LOGGERS = ("great_expectations", "httpx", "urllib3", "filelock")
 """Libraries whose INFO lines drown the stage's own progress output."""
@@ -59,7 +60,7 @@ def _setup_logging() -> None:
 EXIT_CONFIG = 2
 """A params file or override that does not validate: fix it, then rerun."""
 EXIT_UNAVAILABLE = 3
-"""A service (the tracking server) is down: retry later, nothing to fix here."""
+"""A service (the tracking server) is down, or the same training is running: retry later, nothing to fix here."""
 
 
 def _fail(command: str, err: object, code: int) -> typer.Exit:
@@ -91,7 +92,7 @@ def _run(stage: str, params_path: Path | None, overrides: list[str] | None, root
         metrics = resolve(stage)(params, Layout(root))
     except ConfigError as err:  # a setting found not to work once the stage looked (the judge's endpoint)
         raise _fail(stage, err, EXIT_CONFIG) from None
-    except TrackingUnavailable as err:
+    except (TrackingUnavailable, TrainingInProgress) as err:
         raise _fail(stage, err, EXIT_UNAVAILABLE) from None
     except Exception as err:  # the server lost mid-stage is the same case; anything else keeps its traceback
         lost = lost_server(err, tracking_uri(Layout(root)))

@@ -79,6 +79,18 @@ def test_a_tracking_server_lost_mid_stage_is_one_line_and_exit_3(tmp_path, monke
     assert "Traceback" not in result.output
 
 
+def test_the_same_training_already_running_is_one_line_and_exit_3(tmp_path, monkeypatch):
+    from pipelines.train import TrainingInProgress
+
+    def stage(params, layout):
+        raise TrainingInProgress("another train run with the same inputs is running in /p (checkpoints /p/.cache)")
+
+    result = _server_lost_mid_stage(tmp_path, monkeypatch, stage)
+    assert result.exit_code == 3, result.output
+    assert "train: another train run with the same inputs is running" in result.stderr
+    assert "Traceback" not in result.output
+
+
 def test_any_other_stage_error_keeps_its_traceback(tmp_path, monkeypatch):
     def stage(params, layout):
         raise ValueError("a bug, not an outage")
