@@ -46,6 +46,7 @@ Use from ``evaluate`` and ``gate``::
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import gc
 import json
@@ -501,6 +502,47 @@ def _token_usage(usage: Any) -> dict[str, int]:
     }
 
 
+class _SocketDeadline:
+    """Shuts down one call's socket when its time is up (httpcore's ``trace`` hands it over).
+
+    Why shutdown, not close: a thread blocked in ``recv`` wakes up on shutdown; a close
+    from another thread leaves it waiting.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        import threading
+
+        self.fired = False
+        self._sock: Any = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(timeout_s, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        if event == "connection.connect_tcp.complete":
+            stream = info.get("return_value")
+            with self._lock:
+                self._sock = stream.get_extra_info("socket") if stream is not None else None
+                if self.fired:
+                    self._shutdown()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        import socket
+
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
 class ChatClient:
     """Minimal OpenAI-compatible chat-completions client with retries (thread-safe)."""
 
@@ -514,8 +556,11 @@ class ChatClient:
             headers["Authorization"] = f"Bearer {settings.api_key}"
         self.settings = settings
         self._sleep = sleep
+        # a fresh connection per call: the deadline below shuts down the call's own socket,
+        # which it can only catch as it connects (a judge call takes seconds; a handshake does not)
         self._http = httpx.Client(
-            base_url=settings.base_url + "/", timeout=settings.timeout_s, headers=headers
+            base_url=settings.base_url + "/", timeout=settings.timeout_s, headers=headers,
+            limits=httpx.Limits(max_keepalive_connections=0),
         )
 
     def __enter__(self) -> ChatClient:
@@ -530,24 +575,36 @@ class ChatClient:
     def _post(self, body: Mapping[str, Any]) -> tuple[int, Any, bytes]:
         """POST ``body``: status, headers, and the body of a 2xx answer (others are not read).
 
-        Why streamed: httpx's timeout bounds each read, so a server that trickles its
-        answer a byte at a time would hold the call for ever. Here the whole answer must
-        arrive within ``timeout_s``, else :class:`httpx.ReadTimeout` (retried like any).
+        Why a deadline of our own: httpx's timeout bounds each read, so a server that
+        trickles its answer (headers or body) a byte at a time would hold the call for
+        ever. Here the whole answer must arrive within ``timeout_s``, else
+        :class:`httpx.ReadTimeout` (retried like any): the body is checked as it streams,
+        and a timer shuts the call's socket down, which also ends a read stuck in the headers.
         """
         import httpx
 
         timeout_s = self.settings.timeout_s
         deadline = time.perf_counter() + timeout_s
-        with self._http.stream("POST", CHAT_PATH, json=body) as resp:
-            content = bytearray()
-            if resp.status_code < 300:
-                for chunk in resp.iter_bytes():
-                    content += chunk
-                    if time.perf_counter() > deadline:
-                        raise httpx.ReadTimeout(
-                            f"answer not complete after {timeout_s}s", request=resp.request
-                        )
-            return resp.status_code, resp.headers, bytes(content)
+        guard = _SocketDeadline(timeout_s)
+
+        def too_late(request: Any) -> httpx.ReadTimeout:
+            return httpx.ReadTimeout(f"answer not complete after {timeout_s}s", request=request)
+
+        try:
+            with self._http.stream("POST", CHAT_PATH, json=body, extensions={"trace": guard.trace}) as resp:
+                content = bytearray()
+                if resp.status_code < 300:
+                    for chunk in resp.iter_bytes():
+                        content += chunk
+                        if time.perf_counter() > deadline:
+                            raise too_late(resp.request)
+                return resp.status_code, resp.headers, bytes(content)
+        except httpx.TransportError as err:
+            if guard.fired:  # our shutdown broke the read: say why
+                raise too_late(err.request) from None
+            raise
+        finally:
+            guard.cancel()
 
     def complete(self, messages: Sequence[Mapping[str, str]]) -> ChatReply:
         """One chat completion (``settings.temperature``); transient failures are retried."""

@@ -296,3 +296,51 @@ def test_run_judge_end_to_end_with_two_policy_folders(tmp_path):
         r.invalid == 0 and r.position["consistency"] == 1.0
     )  # a length judge has no position bias
     assert r.judge["prompt"]["source"] == "fallback"
+
+
+@pytest.mark.timeout(30)  # without the deadline the call waits as long as the server trickles: for ever here
+def test_headers_trickled_a_byte_at_a_time_are_bounded_by_the_timeout():
+    """httpx bounds each read; a server sending its status line a byte every 50 ms never trips that."""
+    import socket
+    import threading
+
+    stop = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted: list[int] = []
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            accepted.append(1)
+            with conn:
+                conn.recv(65536)  # the request
+                for byte in itertools.cycle(b"HTTP/1.1 200 OK\r\nX-Slow: "):  # never ends the headers
+                    if stop.is_set():
+                        break
+                    try:
+                        conn.sendall(bytes([byte]))
+                    except OSError:  # the client shut its socket down: this call is over
+                        break
+                    time.sleep(0.05)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        s = J.JudgeSettings(base_url=f"http://127.0.0.1:{port}/v1", model="m", timeout_s=0.4, max_retries=1,
+                            backoff_s=0.0)
+        with J.ChatClient(s, sleep=lambda _: None) as client:
+            t0 = time.perf_counter()
+            with pytest.raises(J.JudgeError, match="ReadTimeout"):
+                client.complete([{"role": "user", "content": "x"}])
+            elapsed = time.perf_counter() - t0
+        assert elapsed < 2.0, elapsed  # two attempts of ~0.4 s; before: until the server gave up
+        assert len(accepted) == 2  # each attempt on its own connection, each retried like a timeout
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
