@@ -32,11 +32,13 @@ def test_every_form_field_overrides_a_real_params_key():
         if f.key is None:
             continue
         kinds = [t for t in f.schema["type"] if t != "null"]
-        params = load_params(ROOT / "params.yaml", {f.key: samples[kinds[0]]})  # unknown keys raise
-        node = params.model_dump(by_alias=True)
-        for part in f.key.split("."):
-            node = node[part]
-        assert node == samples[kinds[0]], f.key
+        choices = [v for v in f.schema.get("enum", []) if v is not None]
+        for value in choices or [samples[kinds[0]]]:  # every choice of a drop-down must be valid
+            params = load_params(ROOT / "params.yaml", {f.key: value})  # unknown keys and bad values raise
+            node = params.model_dump(by_alias=True)
+            for part in f.key.split("."):
+                node = node[part]
+            assert node == value, f.key
 
 
 def test_form_defaults_validate_against_their_own_schema():
