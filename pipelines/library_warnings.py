@@ -17,7 +17,8 @@ KNOWN: dict[str, tuple[type[Warning], str]] = {
     "is_gradient_checkpointing": (
         FutureWarning,
         # PEFT and TRL read the old property name inside their own code; ours passes the new
-        # `activation_checkpointing` argument. Printed several times in every training run.
+        # `activation_checkpointing` argument. Printed several times in every training run,
+        # and again each time PEFT loads an adapter (evaluate, promote's model).
         r"`is_gradient_checkpointing` is deprecated",
     ),
 }

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines import library_warnings
 from pipelines.io import atomic_dir, write_json_atomic
 
 if TYPE_CHECKING:
@@ -556,9 +557,10 @@ def load_policy(
         trust_remote_code=bool(base.get("trust_remote_code", False)),
     )
     tokenizer = ensure_chat_and_pad(AutoTokenizer.from_pretrained(str(folder)))
-    for name in (SFT_ADAPTER_DIR, ADAPTER_DIR):
-        if (folder / name).exists():
-            model = PeftModel.from_pretrained(model, str(folder / name)).merge_and_unload()
+    with library_warnings.hidden("is_gradient_checkpointing"):  # PEFT reads the old property name
+        for name in (SFT_ADAPTER_DIR, ADAPTER_DIR):
+            if (folder / name).exists():
+                model = PeftModel.from_pretrained(model, str(folder / name)).merge_and_unload()
     model.eval()
     return model, tokenizer
 
