@@ -150,6 +150,18 @@ def _release(fd: int | None) -> None:
             os.close(fd)
 
 
+def _taken_elsewhere(fd: int) -> bool:
+    """Try to ``flock`` ``fd`` without waiting: True when another holder has it.
+
+    False when this fd now holds it, or when the file system has no flock.
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        return err.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+    return False
+
+
 def _held(path: Path) -> bool:
     """Some live process holds the ``flock`` of ``path`` (see :func:`_hold`).
 
@@ -160,12 +172,9 @@ def _held(path: Path) -> bool:
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as err:
-        return err.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+        return _taken_elsewhere(fd)
     finally:
         os.close(fd)
-    return False
 
 
 def is_locked(path: str | Path) -> bool:
@@ -185,13 +194,7 @@ def exclusive_lock(path: str | Path) -> Iterator[bool]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                yield False
-                return
-        yield True
+        yield not _taken_elsewhere(fd)
     finally:
         os.close(fd)
 
