@@ -31,12 +31,14 @@ The folder is removed after success.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -378,41 +380,6 @@ def run(params: Params, layout: Layout) -> dict[str, Any]:
 
     apply_runtime(params)  # before torch loads
     import datasets
-
-    from pipelines import tracking
-    from pipelines.model import BUILTIN, folder_fingerprint, plan_device
-
-    datasets.disable_progress_bars()
-    t0 = time.perf_counter()
-    plan = plan_device(params.train, builtin=params.model.source == BUILTIN)
-    train_df, val_df = _load_splits(layout)
-    base_fp = folder_fingerprint(layout.base_model)
-    data = tracking.data_version(
-        layout, {"train_pairs": layout.pairs_split("train"), "val_pairs": layout.pairs_split("val")}
-    )
-    key = run_key(params, base_fp, {k: str(v) for k, v in data.items()})
-    root = checkpoint_root(layout)
-    work = root / key
-    with exclusive_lock(work / RUN_LOCK) as mine:
-        if not mine:
-            raise TrainingInProgress(
-                f"another train run with the same inputs is running in {layout.root} (checkpoints {work}); "
-                "wait for it, or run the second one in its own project folder"
-            )
-        _drop_stale_checkpoints(root, keep=key)
-        return _train_locked(params, layout, plan, train_df, val_df, base_fp, data, key, work, t0)
-
-
-def _drop_stale_checkpoints(root: Path, keep: str) -> None:
-    """Checkpoints of other inputs can never be resumed; those of a run still going (locked) stay."""
-    for stale in root.iterdir():
-        if stale.name != keep and not is_locked(stale / RUN_LOCK):
-            shutil.rmtree(stale, ignore_errors=True)
-
-
-def _train_locked(params: Params, layout: Layout, plan: DevicePlan, train_df: pl.DataFrame, val_df: pl.DataFrame,
-                  base_fp: str, data: dict[str, Any], key: str, work: Path, t0: float) -> dict[str, Any]:
-    """The run itself, while this process holds the checkpoint folder's lock."""
     import mlflow
     from transformers import set_seed
 
@@ -425,82 +392,120 @@ def _train_locked(params: Params, layout: Layout, plan: DevicePlan, train_df: pl
         SFT_ADAPTER_DIR,
         atomic_dir,
         candidate_fingerprint,
+        folder_fingerprint,
         load_model_and_tokenizer,
         make_adapter_portable,
+        plan_device,
     )
 
+    datasets.disable_progress_bars()
+    t0 = time.perf_counter()
     builtin = params.model.source == BUILTIN
-    log.info("train: %d pairs, %d val, device %s %s, key %s", train_df.height, val_df.height,
-             plan.device, plan.dtype_name + (" 4-bit" if plan.load_in_4bit else ""), key)
+    plan = plan_device(params.train, builtin=builtin)
+    train_df, val_df = _load_splits(layout)
+    base_fp = folder_fingerprint(layout.base_model)
+    data = tracking.data_version(
+        layout, {"train_pairs": layout.pairs_split("train"), "val_pairs": layout.pairs_split("val")}
+    )
+    key = run_key(params, base_fp, {k: str(v) for k, v in data.items()})
+    with _checkpoint_folder(layout, key) as work:
+        log.info("train: %d pairs, %d val, device %s %s, key %s", train_df.height, val_df.height,
+                 plan.device, plan.dtype_name + (" 4-bit" if plan.load_in_4bit else ""), key)
 
-    tracking.configure(layout)
-    with _start_mlflow_run(params, layout, work) as active, library_warnings.hidden("is_gradient_checkpointing"):
-        run_id = active.info.run_id
-        if not active.data.params:
-            mlflow.log_params(flatten("", {"seed": params.seed, "model": params.model.model_dump(mode="json"),
-                                           "train": params.train.model_dump(mode="json")}))
-        mlflow.set_tags({
-            "stage": "train",
-            "git_commit": tracking.git_commit(layout.root),
-            "base_fingerprint": base_fp,
+        tracking.configure(layout)
+        with _start_mlflow_run(params, layout, work) as active, library_warnings.hidden("is_gradient_checkpointing"):
+            run_id = active.info.run_id
+            if not active.data.params:
+                mlflow.log_params(flatten("", {"seed": params.seed, "model": params.model.model_dump(mode="json"),
+                                               "train": params.train.model_dump(mode="json")}))
+            mlflow.set_tags({
+                "stage": "train",
+                "git_commit": tracking.git_commit(layout.root),
+                "base_fingerprint": base_fp,
+                "device": plan.device,
+                "precision": plan.dtype_name,
+                "load_in_4bit": str(plan.load_in_4bit),
+                "n_train_pairs": str(train_df.height),
+                "n_val_pairs": str(val_df.height),
+                **{f"data.{k}": str(v) for k, v in data.items()},
+            })
+            set_seed(params.seed)
+            model, tokenizer = load_model_and_tokenizer(
+                layout.base_model, device=plan.device, dtype=plan.dtype_name, load_in_4bit=plan.load_in_4bit
+            )
+            if plan.load_in_4bit:
+                from peft import prepare_model_for_kbit_training
+
+                model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+            if params.train.sft.max_steps > 0:
+                model = _train_sft(model, tokenizer, train_df, params, plan, work)
+            trainer, metrics = _train_dpo(model, tokenizer, train_df, val_df, params, plan, work)
+
+            manifest = {
+                "format": 1,
+                "base": {
+                    "source": params.model.source,
+                    "revision": params.model.revision,
+                    "trust_remote_code": params.model.trust_remote_code,
+                    "fingerprint": base_fp,
+                },
+                "sft_adapter": SFT_ADAPTER_DIR if params.train.sft.max_steps > 0 else None,
+                "adapter": ADAPTER_DIR,
+                "data": data,
+                "params": {"seed": params.seed, "train": params.train.model_dump(mode="json")},
+                "mlflow_run_id": run_id,
+                "metrics": metrics,
+            }
+            with atomic_dir(layout.candidate) as tmp:
+                trainer.model.save_pretrained(str(tmp / ADAPTER_DIR))
+                make_adapter_portable(tmp / ADAPTER_DIR, params.model.source)
+                tokenizer.save_pretrained(str(tmp))
+                if params.train.sft.max_steps > 0:
+                    shutil.copytree(work / "sft" / SFT_FINAL, tmp / SFT_ADAPTER_DIR)
+                    make_adapter_portable(tmp / SFT_ADAPTER_DIR, params.model.source)
+                if builtin:
+                    shutil.copytree(layout.base_model, tmp / BUNDLED_BASE_DIR)
+                write_json_atomic(tmp / MANIFEST, manifest)
+            candidate_fp = candidate_fingerprint(layout.candidate)
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
+            mlflow.set_tag("candidate_fingerprint", candidate_fp)
+            mlflow.log_artifacts(str(layout.candidate), artifact_path="candidate")
+
+        metrics.update({
+            "n_train_pairs": train_df.height,
+            "n_val_pairs": val_df.height,
             "device": plan.device,
             "precision": plan.dtype_name,
-            "load_in_4bit": str(plan.load_in_4bit),
-            "n_train_pairs": str(train_df.height),
-            "n_val_pairs": str(val_df.height),
-            **{f"data.{k}": str(v) for k, v in data.items()},
-        })
-        set_seed(params.seed)
-        model, tokenizer = load_model_and_tokenizer(
-            layout.base_model, device=plan.device, dtype=plan.dtype_name, load_in_4bit=plan.load_in_4bit
-        )
-        if plan.load_in_4bit:
-            from peft import prepare_model_for_kbit_training
-
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
-        if params.train.sft.max_steps > 0:
-            model = _train_sft(model, tokenizer, train_df, params, plan, work)
-        trainer, metrics = _train_dpo(model, tokenizer, train_df, val_df, params, plan, work)
-
-        manifest = {
-            "format": 1,
-            "base": {
-                "source": params.model.source,
-                "revision": params.model.revision,
-                "trust_remote_code": params.model.trust_remote_code,
-                "fingerprint": base_fp,
-            },
-            "sft_adapter": SFT_ADAPTER_DIR if params.train.sft.max_steps > 0 else None,
-            "adapter": ADAPTER_DIR,
-            "data": data,
-            "params": {"seed": params.seed, "train": params.train.model_dump(mode="json")},
+            "candidate_fingerprint": candidate_fp,
             "mlflow_run_id": run_id,
-            "metrics": metrics,
-        }
-        with atomic_dir(layout.candidate) as tmp:
-            trainer.model.save_pretrained(str(tmp / ADAPTER_DIR))
-            make_adapter_portable(tmp / ADAPTER_DIR, params.model.source)
-            tokenizer.save_pretrained(str(tmp))
-            if params.train.sft.max_steps > 0:
-                shutil.copytree(work / "sft" / SFT_FINAL, tmp / SFT_ADAPTER_DIR)
-                make_adapter_portable(tmp / SFT_ADAPTER_DIR, params.model.source)
-            if builtin:
-                shutil.copytree(layout.base_model, tmp / BUNDLED_BASE_DIR)
-            write_json_atomic(tmp / MANIFEST, manifest)
-        candidate_fp = candidate_fingerprint(layout.candidate)
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
-        mlflow.set_tag("candidate_fingerprint", candidate_fp)
-        mlflow.log_artifacts(str(layout.candidate), artifact_path="candidate")
+        })
+        write_json_atomic(layout.metrics("train"), metrics)
+        shutil.rmtree(work, ignore_errors=True)
+        log.info("candidate written to %s in %.1fs", layout.candidate, time.perf_counter() - t0)
+        return metrics
 
-    metrics.update({
-        "n_train_pairs": train_df.height,
-        "n_val_pairs": val_df.height,
-        "device": plan.device,
-        "precision": plan.dtype_name,
-        "candidate_fingerprint": candidate_fp,
-        "mlflow_run_id": run_id,
-    })
-    write_json_atomic(layout.metrics("train"), metrics)
-    shutil.rmtree(work, ignore_errors=True)
-    log.info("candidate written to %s in %.1fs", layout.candidate, time.perf_counter() - t0)
-    return metrics
+
+@contextlib.contextmanager
+def _checkpoint_folder(layout: Layout, key: str) -> Iterator[Path]:
+    """The run's checkpoint folder, locked (flock) while the run goes on.
+
+    Another run with the same inputs stops at once (it would write the same checkpoints);
+    checkpoints of other inputs can never be resumed and go, unless their run is alive.
+    """
+    root = checkpoint_root(layout)
+    work = root / key
+    with exclusive_lock(work / RUN_LOCK) as mine:
+        if not mine:
+            raise TrainingInProgress(
+                f"another train run with the same inputs is running in {layout.root} (checkpoints {work}); "
+                "wait for it, or run the second one in its own project folder"
+            )
+        _drop_stale_checkpoints(root, keep=key)
+        yield work
+
+
+def _drop_stale_checkpoints(root: Path, keep: str) -> None:
+    """Checkpoints of other inputs can never be resumed; those of a run still going (locked) stay."""
+    for stale in root.iterdir():
+        if stale.name != keep and not is_locked(stale / RUN_LOCK):
+            shutil.rmtree(stale, ignore_errors=True)
