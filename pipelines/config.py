@@ -251,6 +251,11 @@ class EvaluateParams(Section):
     bootstrap_samples: int = Field(2000, ge=100)
     confidence: float = Field(0.95, gt=0.5, lt=1)
     max_pairs: int = Field(0, ge=0, description="0 = every test and safety pair")
+    on_broken_champion: Literal["base", "fail"] = Field(
+        "base",
+        description="a champion that scores NaN or inf: 'base' judges the candidate against the base model "
+        "instead (so it can replace the broken champion), 'fail' stops at the gate until a rollback",
+    )
 
 
 class GateParams(Section):

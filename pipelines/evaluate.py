@@ -286,6 +286,30 @@ def choose_reference(params: Params, layout: Layout, candidate_fp: str) -> dict[
             "fingerprint": champ["fingerprint"]}
 
 
+def nonfinite_margins(scores: dict[str, Scores]) -> dict[str, int]:
+    """Per pair set, how many pairs a model scored NaN or infinite (a diverged or corrupted model)."""
+    return {name: int(np.sum(~np.isfinite(s.margin))) for name, s in scores.items()}
+
+
+def broken_champion_reference(reference: dict[str, Any], bad: dict[str, int], sizes: dict[str, int]) -> dict[str, Any]:
+    """The base model as reference, standing in for a champion that scored NaN or inf.
+
+    Why: a NaN margin counts as a loss for the candidate, so a broken champion could
+    never be beaten and every weekly run would fail until someone rolled it back by
+    hand. Judged against the base model instead, a candidate must still clear every
+    gate check, and promoting it replaces the broken champion. The label names the
+    champion and what was wrong with it, for the verdict, the report and the registry.
+    """
+    where = ", ".join(f"{k} of {sizes[name]} {name}" for name, k in bad.items() if k)
+    version = reference["champion_version"]
+    return {
+        "kind": "base",
+        "label": f"base model (champion v{version} is broken: non-finite scores on {where} pairs)",
+        "broken_champion_version": version,
+        "broken_champion_nonfinite": {name: k for name, k in bad.items() if k},
+    }
+
+
 def stale_reference(recorded: dict[str, Any] | None, current: dict[str, Any]) -> str | None:
     """Why an evaluation no longer answers "is this candidate better than the champion?", or None.
 
@@ -297,6 +321,9 @@ def stale_reference(recorded: dict[str, Any] | None, current: dict[str, Any]) ->
     keeps the evaluation that promoted it; any other change of champion makes it stale.
     """
     recorded = recorded or {}
+    broken = recorded.get("broken_champion_version")
+    if broken is not None and current["kind"] == "champion" and current.get("champion_version") == broken:
+        return None  # judged against the base model because this very champion is broken
     if current["kind"] == "base" and current.get("champion_version"):
         return None  # this candidate is the champion now: the evaluation that promoted it stands
     if current["kind"] == "base" and recorded.get("kind") == "base":
@@ -372,6 +399,13 @@ def run(params: Params, layout: Layout) -> dict[str, Any]:
         if reference["kind"] == "champion":
             ref_folder = download_version(params, layout, reference["champion_version"], Path(tmp))
         ref = score_model(ref_folder, sets, params, layout.base_model)
+        bad = nonfinite_margins(ref)
+        if reference["kind"] == "champion" and any(bad.values()) and params.evaluate.on_broken_champion == "base":
+            reference = broken_champion_reference(reference, bad, {name: df.height for name, df in sets.items()})
+            log.warning("evaluate: %s; comparing with the base model instead (evaluate.on_broken_champion: base)",
+                        reference["label"].removeprefix("base model (").removesuffix(")"))
+            ref_folder = layout.base_model
+            ref = score_model(ref_folder, sets, params, layout.base_model)
         judged = judge_step(layout.candidate, ref_folder, sets["test"], params, layout) if params.judge.enabled else None
 
     e = params.evaluate

@@ -71,18 +71,27 @@ def _finite_scores(test: dict[str, Any], reference: dict[str, Any]) -> list[dict
 
     Why: a NaN margin counts as a loss for the candidate, so a champion that scores NaN
     (a diverged or corrupted model) can never be beaten and the gate failed with win-rate
-    reasons that did not say why; a candidate that scores NaN must never pass.
+    reasons that did not say why; a candidate that scores NaN must never pass. With
+    ``evaluate.on_broken_champion: base`` evaluate has already judged against the base
+    model instead, and a passed check says so.
     """
     bad = test.get("nonfinite_margins") or {}
     n = test.get("n", 0)
     out = []
+    broken = reference.get("broken_champion_version")
+    if broken is not None:  # evaluate already swapped the broken champion for the base model
+        out.append({
+            "name": "reference_scores", "passed": True, "value": None, "op": "==", "threshold": 0,
+            "reason": f"reference_scores passed: champion v{broken} is broken (non-finite scores), so the candidate "
+                      "was judged against the base model; promoting it replaces the broken champion",
+        })
     if bad.get("reference", 0):
         out.append({
             "name": "reference_scores", "passed": False, "value": bad["reference"], "op": "==", "threshold": 0,
             "reason": f"reference_scores FAILED: the reference ({reference.get('label', 'reference')}) gave "
                       f"non-finite scores on {bad['reference']} of {n} held-out pairs, so this comparison means "
                       "nothing. If the champion is broken, roll it back (`python -m pipelines rollback`) and rerun "
-                      "evaluate and gate.",
+                      "evaluate and gate, or set evaluate.on_broken_champion: base to judge against the base model.",
         })
     if bad.get("candidate", 0):
         out.append({

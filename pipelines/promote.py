@@ -320,6 +320,9 @@ def _decide(
         return False, _failed_reason(verdict)
     if stale:  # the champion moved after evaluate ran (another run, a rollback): judge again first
         return False, "stale evaluation: " + stale
+    broken = (verdict.get("reference") or {}).get("broken_champion_version")
+    if broken is not None:
+        return True, f"gate passed against the base model; replaces broken champion v{broken} (non-finite scores)"
     return True, "gate passed"
 
 

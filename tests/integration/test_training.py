@@ -9,7 +9,10 @@ One story, in order (each step depends on the registry state the previous one le
 3. a better-trained true candidate beats v1 and becomes champion (v3), v1 is kept as
    ``previous_champion``; the champion loads through MLflow's pyfunc and scores;
 4. ``rollback`` puts v1 back; a second rollback has nowhere to go;
-5. after the champion moves, the evaluation on disk is stale: gate and promote refuse it.
+5. after the champion moves, the evaluation on disk is stale: gate and promote refuse it;
+6. the champion's weights are corrupted in the store (it scores NaN): with
+   ``evaluate.on_broken_champion: fail`` the gate says so and names the rollback; by
+   default the candidate is judged against the base model and replaces the broken champion.
 
 A tiny model (64 hidden, 2 layers) on synthetic support-style pairs keeps it to about a
 minute on two CPU cores.
@@ -18,6 +21,7 @@ minute on two CPU cores.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -53,6 +57,28 @@ def aliases(params, layout: Layout) -> tuple[str | None, str | None]:
     champ = alias_version(c, params.registry.model_name, params.registry.champion_alias)
     prev = alias_version(c, params.registry.model_name, params.registry.previous_alias)
     return (str(champ.version) if champ else None, str(prev.version) if prev else None)
+
+
+def corrupt_in_store(params, layout: Layout, version: str) -> int:
+    """Overwrite every weight of a registered version's artifact, in the store itself, with NaN.
+
+    Why in the store: that is what a bad upload or a diverged run promoted by hand leaves
+    behind, and evaluate downloads the champion from there. Returns the tensors changed.
+    """
+    from urllib.parse import unquote, urlparse
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    c = client(layout)
+    location = urlparse(c.get_model_version_download_uri(params.registry.model_name, version))
+    changed = 0
+    for path in (Path(unquote(location.path)) / "artifacts" / "candidate").rglob("*.safetensors"):
+        tensors = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                   for k, v in load_file(path).items()}
+        save_file(tensors, path)
+        changed += len(tensors)
+    return changed
 
 
 def test_true_pairs_promoted_flipped_rejected_and_rollback_restores(tmp_path, monkeypatch):
@@ -148,3 +174,25 @@ def test_true_pairs_promoted_flipped_rejected_and_rollback_restores(tmp_path, mo
     result = promote.run(params, layout)
     assert not result["promoted"] and "fresh_reference FAILED" in result["reason"]
     assert aliases(params, layout) == ("2", "1")
+
+    # 6. champion v2's weights turn to NaN in the store. Asked to fail, the gate says why
+    # and names the rollback; by default v3's candidate is judged against the base model
+    # instead and replaces the broken champion
+    assert corrupt_in_store(params, layout, "2") > 0
+    strict = params.model_copy(update={"evaluate": params.evaluate.model_copy(update={"on_broken_champion": "fail"})})
+    evaluate.run(strict, layout)
+    gate.run(strict, layout)
+    verdict = read_json(gate.verdict_path(layout))
+    assert "reference_scores" in verdict["failed"] and "rollback" in " ".join(verdict["reasons"])
+    assert not promote.run(strict, layout)["promoted"] and aliases(params, layout) == ("2", "1")
+    head = evaluate.run(params, layout)
+    reference = read_json(layout.eval_dir / "eval.json")["reference"]
+    assert reference["kind"] == "base" and reference["broken_champion_version"] == "2", reference
+    assert reference["broken_champion_nonfinite"]["test"] == head["n_test"]
+    gate.run(params, layout)
+    verdict = read_json(gate.verdict_path(layout))
+    assert verdict["passed"], verdict["reasons"]
+    assert any("champion v2 is broken" in r for r in verdict["reasons"])
+    result = promote.run(params, layout)
+    assert result["promoted"] and result["version"] == "3" and "broken champion v2" in result["reason"]
+    assert aliases(params, layout) == ("3", "2")

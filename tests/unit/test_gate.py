@@ -8,7 +8,7 @@ import math
 import pytest
 
 from pipelines.config import GateParams, JudgeParams, Params
-from pipelines.evaluate import stale_reference
+from pipelines.evaluate import broken_champion_reference, stale_reference
 from pipelines.gate import decide, run, verdict_path
 from pipelines.io import read_json, write_json_atomic
 from pipelines.layout import Layout
@@ -113,6 +113,8 @@ def test_run_writes_verdict_and_metrics(tmp_path):
 
 BASE = {"kind": "base", "label": "base model (no champion yet)"}
 CHAMP = {"kind": "champion", "label": "champion v1", "champion_version": "1", "fingerprint": "f1"}
+# what evaluate records when champion v1 scored NaN and the base model stood in for it
+BROKEN_V1 = broken_champion_reference(CHAMP, {"test": 80, "safety": 0}, {"test": 80, "safety": 24})
 
 
 @pytest.mark.parametrize(
@@ -126,6 +128,9 @@ CHAMP = {"kind": "champion", "label": "champion v1", "champion_version": "1", "f
         (BASE, CHAMP, True),  # a champion appeared after evaluate ran against the base
         (CHAMP, {**CHAMP, "label": "champion v2", "champion_version": "2"}, True),  # it moved
         (None, CHAMP, True),  # an eval.json without a recorded reference cannot be trusted
+        (BROKEN_V1, CHAMP, False),  # the base stood in for this very (broken) champion
+        (BROKEN_V1, {**CHAMP, "label": "champion v2", "champion_version": "2"}, True),  # then it moved
+        (BROKEN_V1, BASE, False),  # the base model is the base model however it was chosen
     ],
 )
 def test_stale_reference_only_when_the_champion_changed(recorded, current, stale):
@@ -196,3 +201,20 @@ def test_a_model_that_scores_nan_fails_with_a_reason_that_says_so():
     assert "candidate_scores" in decide(e, GateParams())["failed"]
     e["test"]["nonfinite_margins"] = {"candidate": 0, "reference": 0}
     assert decide(e, GateParams())["passed"]
+
+
+def test_a_broken_champion_replaced_by_the_base_model_is_named_and_does_not_block():
+    """evaluate judged against the base model because champion v1 scored NaN: the
+    verdict must say so (a reader sees why the reference is not the champion), pass
+    when the rest passes, and still fail on the usual checks."""
+    assert BROKEN_V1["kind"] == "base" and BROKEN_V1["broken_champion_version"] == "1"
+    assert BROKEN_V1["broken_champion_nonfinite"] == {"test": 80}
+    assert "champion v1 is broken" in BROKEN_V1["label"] and "80 of 80 test" in BROKEN_V1["label"]
+    e = good_evaluation()
+    e["reference"] = BROKEN_V1
+    v = decide(e, GateParams(), current_reference=CHAMP)
+    assert v["passed"], v["reasons"]
+    reason = next(r for r in v["reasons"] if r.startswith("reference_scores"))
+    assert reason.startswith("reference_scores passed") and "champion v1 is broken" in reason
+    e["test"]["win_rate"]["rate"] = 0.4
+    assert decide(e, GateParams(), current_reference=CHAMP)["failed"] == ["win_rate"]
