@@ -3,8 +3,8 @@
 Each entry names a warning the pipeline cannot act on, and why. Only these messages are
 hidden, only inside :func:`hidden`, so every other warning (ours, or a library's new
 ones) still shows. (MLflow's two UserWarnings at promote, "Add type hints to the
-`predict` method" and "An input example was not provided", cannot be hidden this way:
-``log_model`` resets the UserWarning filters itself.)
+`predict` method" and "An input example was not provided", are answered, not hidden:
+the policy's ``predict`` has a DataFrame hint and promote logs an input example.)
 """
 
 from __future__ import annotations

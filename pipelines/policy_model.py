@@ -19,6 +19,7 @@ import json
 from typing import Any
 
 import mlflow
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 
@@ -64,10 +65,9 @@ class PolicyModel(PythonModel):
                 return pair_messages(parsed)
         return [{"role": "user", "content": text}]
 
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-        # (no type hints: MLflow would try to derive an input schema from them)
-        import pandas as pd
-
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        # a DataFrame hint is one MLflow derives no schema from (the signature is logged
+        # explicitly); without any hint it warns on every log and load
         from pipelines.model import fit_prompt, response_logprobs
 
         prompts = [self._messages(c) for c in model_input["prompt"]]

@@ -170,6 +170,21 @@ def policy_signature() -> Any:
     )
 
 
+def policy_input_example() -> Any:
+    """One PII-free row to score, logged with the model: the call's shape for its users.
+
+    MLflow also serves it once to the freshly logged model, which proves the version
+    loads and scores from the store before it is registered.
+    """
+    import pandas as pd
+
+    prompt = [{"role": "user", "content": "How do I reset my password?"}]
+    return pd.DataFrame({
+        "prompt": [json.dumps(prompt)],
+        "response": ["Open Settings, choose Security, then select Reset password."],
+    })
+
+
 def _log_policy(params: Params, layout: Layout, manifest: dict[str, Any]) -> tuple[str, str]:
     """Log the candidate as a pyfunc into its training run (or a new run); return (uri, run_id)."""
     import mlflow
@@ -200,6 +215,7 @@ def _log_policy(params: Params, layout: Layout, manifest: dict[str, Any]) -> tup
             name="policy",
             python_model=str(POLICY_CODE),
             signature=policy_signature(),
+            input_example=policy_input_example(),
             artifacts={"candidate": str(layout.candidate)},
             code_paths=[str(code_snapshot(Path(tmp)))],
             pip_requirements=reqs,

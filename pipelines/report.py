@@ -161,10 +161,15 @@ def figures(evaluation: dict[str, Any], per_pair: pl.DataFrame, out_dir: Path) -
     paths = []
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    lo, hi = float(min(c.min(), r.min())), float(max(c.max(), r.max()))
+    # a broken model scores NaN or inf: the figures show the finite margins and say how many are not
+    both = np.concatenate([c, r])
+    both = both[np.isfinite(both)]
+    lo, hi = (float(both.min()), float(both.max())) if both.size else (-1.0, 1.0)
     bins = np.linspace(lo, hi if hi > lo else lo + 1, 40)
-    ax.hist(r, bins=bins, alpha=0.55, label="reference")
-    ax.hist(c, bins=bins, alpha=0.55, label="candidate")
+    for values, who in ((r, "reference"), (c, "candidate")):
+        ok = np.isfinite(values)
+        label = who if ok.all() else f"{who} ({int((~ok).sum())} non-finite, not shown)"
+        ax.hist(values[ok], bins=bins, alpha=0.55, label=label)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_xlabel("margin = log p(chosen) - log p(rejected)")
     ax.set_ylabel("pairs")

@@ -15,6 +15,7 @@ import shutil
 from typing import Any
 
 import mlflow.pyfunc
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -32,8 +33,8 @@ NEAR_EVEN = {"rate": 0.52, "ci_low": 0.45, "p": 0.4}
 
 
 class _Echo(mlflow.pyfunc.PythonModel):
-    def predict(self, context, model_input, params=None):  # no hints: MLflow would infer a schema from them
-        return model_input
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        return model_input  # a DataFrame hint: MLflow infers no schema from it (and does not warn)
 
 
 def _log_stub(params: Params, layout: Layout, manifest: dict[str, Any]) -> tuple[str, str]:
