@@ -7,10 +7,12 @@ of them may appear anywhere outside ``data/raw``. "Zero hits" must mean "no PII"
   zstd are decompressed (recursively, under a size cap), Parquet is parsed;
 - Parquet is read with pyarrow and every string, binary and dictionary leaf is searched
   at any depth (lists, structs, maps), plus column names and key-value metadata;
-- numbers are searched too: an integer, decimal or whole float cell, or a bare number in
-  text (a JSON number), that equals a canary's digits ("4111 1111 1111 1111" as
-  4111111111111111, an SSN or phone number without separators) is a hit; only whole
-  numbers of at least ``MIN_NUMBER_DIGITS`` digits count, so counts and ids do not match;
+- numbers are searched too: an integer, decimal or whole float cell, or a number in text
+  (a JSON number, or digit groups with any separators), that equals a canary's digits
+  ("4111 1111 1111 1111" as 4111111111111111 or 4111-1111-1111-1111, an SSN or phone
+  number without separators) is a hit, and an international phone number also matches
+  without its country code ("+44 7700 900724" as 7700900724 or "07700 900724"); only
+  whole numbers of at least ``MIN_NUMBER_DIGITS`` digits count, so counts and ids do not match;
 - text need not be UTF-8: UTF-16/32 (by BOM, or UTF-16 by its NUL bytes) is decoded, and
   invalid UTF-8 that is mostly ASCII is also read as cp1252 (Latin-1 "José García");
 - every text is also searched with JSON string escapes decoded (``\\u00e9``, ``\\n``),
@@ -105,6 +107,17 @@ _IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 """An IPv4 address with its dots dropped is no number anyone stores: not looked for as one."""
 _NUMBER_TOKEN = rf"[\p{{L}}\p{{N}}]*[0-9]{{{MIN_NUMBER_DIGITS},}}[\p{{L}}\p{{N}}]*"
 """A run of letters and digits holding a long digit run; kept only when all digits (a whole number)."""
+_SEPARATED_NUMBER = r"\p{L}?\+?\(?[0-9]+(?:[ .\-/()]{1,3}[0-9]+)+\p{L}?"
+"""Digit groups with separators in text ("4111-1111-1111-1111", "07700 900724"), whatever the
+canary's own separators; with a letter glued to either end the match is no number and is dropped."""
+_INTERNATIONAL = re.compile(r"\s*(?:\+|00)")
+"""A phone canary written with its country code ("+44 7700 900724", "0044 ...")."""
+COUNTRY_CODE_DIGITS = (1, 2, 3)
+NATIONAL_MIN_DIGITS = 9
+"""An international canary is also looked for without its country code (the code is 1 to 3
+digits, unknown here, so each is tried) when at least this many digits remain: stored the way
+its owner's country writes it ("7700900724", "07700 900724"). Nine digits equal by chance
+almost never, and the audit errs on the side of a hit."""
 _WIDE_BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16 LE: it starts with the same two bytes
     (codecs.BOM_UTF32_BE, "utf-32"),
@@ -622,7 +635,9 @@ class _Needles:
         for i, value in enumerate(values):
             exact.setdefault(value, []).append(i)
             if (number := _digit_form(value)) is not None:
-                digits.setdefault(number, []).append(i)
+                for form in (number, *_national_forms(value, number)):
+                    if i not in digits.setdefault(form, []):
+                        digits[form].append(i)
         normalised = _normalise(pl.Series(values, dtype=pl.String)).str.strip_chars().to_list()
         any_form = {k: list(v) for k, v in exact.items()}
         for i, value in enumerate(normalised):
@@ -642,11 +657,27 @@ def _digit_form(value: str) -> str | None:
     return None
 
 
+def _national_forms(value: str, number: str) -> list[str]:
+    """An international canary's digit forms without its country code (see NATIONAL_MIN_DIGITS)."""
+    if not _INTERNATIONAL.match(value):
+        return []
+    forms = (number[k:].lstrip("0") for k in COUNTRY_CODE_DIGITS)
+    return [f for f in forms if len(f) >= NATIONAL_MIN_DIGITS]
+
+
 def _number_tokens(strings: pl.Series) -> pl.Series:
-    """Whole numbers of at least ``MIN_NUMBER_DIGITS`` digits in text (a JSON number), leading zeros
-    dropped like ``_digit_form``; a digit run glued to letters ("ab1234567") is no number."""
+    """Numbers of at least ``MIN_NUMBER_DIGITS`` digits in text, as digit forms (see ``_digit_form``).
+
+    Whole numbers (a JSON number) and digit groups with any separators (a card written
+    with dashes where its canary has spaces); a digit run glued to letters ("ab1234567",
+    "x206 555 0134") is no number.
+    """
     tokens = strings.str.extract_all(_NUMBER_TOKEN).explode().drop_nulls()
-    return tokens.filter(tokens.str.contains(r"^[0-9]+$")).str.strip_chars_start("0")
+    whole = tokens.filter(tokens.str.contains(r"^[0-9]+$"))
+    grouped = strings.str.extract_all(_SEPARATED_NUMBER).explode().drop_nulls()
+    grouped = grouped.filter(~grouped.str.contains(r"^\p{L}|\p{L}$")).str.replace_all(r"[^0-9]", "")
+    grouped = grouped.filter(grouped.str.len_bytes() >= MIN_NUMBER_DIGITS)
+    return pl.concat([whole, grouped]).str.strip_chars_start("0")
 
 
 def _find_numbers(numbers: pl.Series, digits: dict[str, list[int]]) -> set[int]:

@@ -380,3 +380,28 @@ def test_a_percent_encoded_value_in_a_url_is_found(tmp_path):
     hits, n = scan([data], c)
     assert n == 3
     assert sorted((h.path.rsplit("/", 1)[-1], h.entity) for h in hits) == [("a.log", "EMAIL"), ("b.parquet", "PERSON")]
+
+
+def test_a_number_written_with_other_separators_or_without_its_country_code_is_found(tmp_path):
+    """The canary's digits in another written form: a card with dashes where the canary has
+    spaces, an international phone as its owner's country writes it, or stored as an int."""
+    c = _canaries(tmp_path, [("CREDIT_CARD", CARD), ("PHONE", "+44 7700 900724"), ("US_SSN", SSN)])
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "card.log").write_text("charged 4111-1111-1111-1111 today")
+    (data / "uk.txt").write_text("call 07700 900724 after six")
+    (data / "ssn.csv").write_text("id,ssn\n7,001.54.4970\n")
+    pl.DataFrame({"tel": [7700900724]}).write_parquet(data / "tel.parquet")
+    found = sorted((h.path.rsplit("/", 1)[-1], h.entity) for h in scan([data], c)[0])
+    assert found == [("card.log", "CREDIT_CARD"), ("ssn.csv", "US_SSN"), ("tel.parquet", "PHONE"), ("uk.txt", "PHONE")]
+
+
+def test_grouped_digits_glued_to_letters_or_short_or_other_numbers_are_no_hit(tmp_path):
+    c = _canaries(tmp_path, [("PHONE", PHONE), ("PHONE", "+44 7700 900724")])
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text(
+        "ref x206 555 0134 | 206 555 0134x | at 2026-11-30 14:18:18 | 206 555 | 7700 900725 | v1.2.3.4"
+    )
+    pl.DataFrame({"n": [770090072, 477009007]}).write_parquet(data / "b.parquet")  # one digit short, shifted
+    assert scan([data], c)[0] == []
