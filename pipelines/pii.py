@@ -4,18 +4,19 @@ Why no spaCy/NER: the pipeline must scrub a million records in seconds on two co
 and no model may be downloaded. Detection here is patterns plus validation:
 
 - EMAIL, IP_ADDRESS (IPv4 and IPv6), US_SSN (area/group/serial rules), PHONE (US and
-  international formats, a '+' also as '%2B' in a URL; short numbers only next to a
-  phone word), CREDIT_CARD (IIN prefix + Luhn; "card ending 1234"), IBAN (per-country
-  length + mod-97).
+  international formats, a '+' also as '%2B' in a URL and spaces as '%20' or '+'; short
+  numbers only next to a phone word), CREDIT_CARD (IIN prefix + Luhn; "card ending
+  1234"), IBAN (per-country length + mod-97).
 - PERSON: bundled first-name/surname lists (``resources/pii``), runs of capitalised
   words, honorifics and cue phrases ("my name is", "Dear X", "Hi X,", "Regards,\\nX"),
   with guards against capitalised common words, calendar words and product names; a
   name in Cyrillic, Greek or a CJK script after a strong cue ("меня зовут", "我叫",
-  "my name is 山田太郎").
+  "my name is 山田太郎"), in lower case too ("меня зовут иван").
 - STREET_ADDRESS: house number + street name + street type (US/UK and many European
-  forms), unit/PO box/military forms, postcode with a "zip code"/"postcode" cue, and the
-  text after an address cue ("lives at", "address:"), extended over unit (also a Spanish
-  floor and door, "3º B"), city, state and postcode.
+  forms, "C/ Mayor 10"), unit/PO box/military forms, postcode with a "zip code"/"postcode"
+  cue (a UK or Canadian one also in lower case), and the text after an address cue
+  ("lives at", "address:"), extended over unit (also a Spanish floor and door, "3º B"),
+  city, state and postcode (also Portuguese, "1100-053").
 
 Every detector proposes candidate spans; overlaps are resolved by entity priority
 (an e-mail beats the name inside it, an address beats the name of its street) and
@@ -149,11 +150,15 @@ STREET_PREFIXES = (
     "al", "boulevard", "bd", "avenue", "chemin", "allée", "allee", "impasse", "quai",
     "route", "place", "cours", "square", "rond-point", "ronda", "carretera", "calzada",
     "jalan", "jl", "soi", "thanon", "odos", "leoforos", "bulevar", "ulitsa", "prospekt",
-    "utca", "út",
+    "utca", "út", "c/",  # Spanish 'C/ Mayor 10' (calle), also glued: 'C/Mayor 10'
 )  # fmt: skip
-# English words among the prefixes: they need a capitalised street name or two numbers.
+# Capitals that may start a street name glued to 'C/' ('C/Mayor', 'C/Álava'; not 'c/o')
+GLUED_STREET_CAPITALS = "A-ZÀ-ÖØ-Þ"
+# English words among the prefixes, and 'c/' (also Spanish shorthand for 'con': 'c/
+# tarjeta'), need a capitalised street name (after any particles: 'C/ de la Paz 5') or
+# two numbers.
 AMBIGUOUS_PREFIXES = frozenset(
-    ("via", "place", "route", "square", "avenue", "boulevard", "plaza", "cours", "al", "av")
+    ("via", "place", "route", "square", "avenue", "boulevard", "plaza", "cours", "al", "av", "c/")
 )
 # Street-type words written after the name as a separate word ("Gyula utca 76").
 STREET_TYPES_AFTER = (
@@ -424,12 +429,29 @@ CJK_LETTERS = (
 )
 CJK_NAME_MAX = 6  # Han or Hangul characters in a name ('山田太郎', '長谷川一郎'); more is a sentence
 CJK_KANA_NAME_MAX = 12  # a name in katakana is written out ('アレクサンドル・ペトロフ')
+# Blocks of the cased scripts that no name list here covers: Greek (and Greek Extended),
+# Cyrillic (and its supplement), Armenian. A lower-case name in them ('меня зовут иван')
+# is taken after a strong cue alone (see _non_latin_lower_name).
+NON_LATIN_CASED = "\u0370-\u03ff\u1f00-\u1fff\u0400-\u052f\u0530-\u058f"
+FIRST_NON_LATIN = "\u0370"  # below it no letter of those scripts or of CJK: nothing to look for
+MIN_NON_LATIN_NAME_LEN = 3  # a shorter word after the first ('и', 'из') is no part of the name
+# Words that after 'меня зовут', 'моё имя', 'με λένε' start a phrase, not a name ('моё имя
+# не важно', 'меня зовут просто Ваня'): a lower-case word there is no name when it is one.
+NON_LATIN_NOT_NAMES = frozenset(
+    ("не", "ни", "просто", "как", "так", "тоже", "это", "все", "всё", "сейчас", "теперь",
+     "нема", "також", "δεν", "απλά", "και", "επίσης")
+)  # fmt: skip
 # Korean copulas glued to the name they follow ('김민수입니다')
 KOREAN_NAME_ENDINGS = ("입니다", "이에요", "이라고", "라고", "예요", "이고", "이야")
 
 
-def _cue_pattern(b: str, up: str, s: str, follow: str) -> str:
-    """The person-cue pattern for one engine.
+CUE_KINDS = ("greeting", "name_intro", "self_intro", "sign_off", "label", "honorific")
+# The cues read right after another cue ('Hi, I'm X', 'Dear Mr. X', 'Name: Mr. X')
+CHAINED_CUE_KINDS = ("name_intro", "self_intro", "honorific")
+
+
+def _cue_pattern(b: str, up: str, s: str, follow: str, kinds: Sequence[str] = CUE_KINDS) -> str:
+    """The person-cue pattern for one engine, of the cue ``kinds`` (in CUE_KINDS order).
 
     ``b`` is the word boundary, ``up`` a capital letter and ``follow`` what must come next
     (Python looks at any word, the Rust prefilter wants a capital). Greetings and name
@@ -438,15 +460,15 @@ def _cue_pattern(b: str, up: str, s: str, follow: str) -> str:
     following word.
     """
     honor = _alt(HONORIFICS)
-    parts = (
-        rf"(?i:{_GREETINGS}){b}{s}*,?{s}*{follow}",
-        rf"(?i:{_NAME_INTROS}){b}{s}*:?{s}*{follow}",
-        rf"(?i:{_SELF_INTROS}){b}{s}+{up}",
-        rf"(?i:{_SIGN_OFFS}){b}[ \t]*(?:,[ \t]*\n?|\n)[ \t]*{follow}",
-        rf"(?i:{_LABELS}){b}[ \t]*:[ \t]*{follow}",
-        rf"(?i:{honor}){b}\.?[ \t]+{follow}",
-    )
-    body = "|".join(f"(?:{p})" for p in parts).replace("{S}", s)
+    parts = {
+        "greeting": rf"(?i:{_GREETINGS}){b}{s}*,?{s}*{follow}",
+        "name_intro": rf"(?i:{_NAME_INTROS}){b}{s}*:?{s}*{follow}",
+        "self_intro": rf"(?i:{_SELF_INTROS}){b}{s}+{up}",
+        "sign_off": rf"(?i:{_SIGN_OFFS}){b}[ \t]*(?:,[ \t]*\n?|\n)[ \t]*{follow}",
+        "label": rf"(?i:{_LABELS}){b}[ \t]*:[ \t]*{follow}",
+        "honorific": rf"(?i:{honor}){b}\.?[ \t]+{follow}",
+    }
+    body = "|".join(f"(?:{parts[k]})" for k in CUE_KINDS if k in kinds).replace("{S}", s)
     return rf"{b}(?:{body})"
 
 
@@ -504,9 +526,11 @@ class _Py:
     cap_token: re.Pattern[str]
     any_token: re.Pattern[str]
     person_cue: re.Pattern[str]
+    chained_cue: re.Pattern[str]
     strong_cue: re.Pattern[str]
     greeting: re.Pattern[str]
     cjk_run: re.Pattern[str]
+    non_latin_word: re.Pattern[str]
     vocative_cue: re.Pattern[str]
     name_suffix: re.Pattern[str]
     particle_gap: re.Pattern[str]
@@ -544,8 +568,16 @@ def _py() -> _Py:
         rf"(?i:{units})\.?[ \t]*#?[ \t]*\d{{1,5}}[A-Za-z]?(?![\w'’])|\#[ \t]?\d{{1,5}}(?![\w'’])"
         rf"|{floor}"
     )
+    # US, UK, Canadian, Portuguese ('1100-053') and other all-digit postcodes
     zip_ = (
-        r"\d{5}(?:-\d{4})?|[A-Z]{1,2}\d[A-Z\d]?[ \t]?\d[A-Z]{2}|[A-Z]\d[A-Z][ \t]?\d[A-Z]\d|\d{4,6}"
+        r"\d{5}(?:-\d{4})?|[A-Z]{1,2}\d[A-Z\d]?[ \t]?\d[A-Z]{2}|[A-Z]\d[A-Z][ \t]?\d[A-Z]\d"
+        r"|\d{4}-\d{3}|\d{4,6}"
+    )
+    # a UK or Canadian postcode typed in lower case ('sw1a 1aa'): only after a postcode
+    # cue, and not a letter-digit code before an ordinal ('post q1 2nd half figures')
+    zip_any_case = (
+        r"(?i:[a-z]{1,2}\d[a-z\d]?[ \t]?\d(?!(?:st|nd|rd|th)\b)[a-z]{2}"
+        r"|[a-z]\d[a-z][ \t]?\d[a-z]\d)"
     )
     state = "|".join(US_STATES)
     # a city word has no digits: 'NW1' in 'London NW1 6XE' is the postcode's first half
@@ -580,7 +612,7 @@ def _py() -> _Py:
     )
     zip_cue = (
         r"(?i:\b(?:zip|postal|post)[ \t]*(?:code)?\b[ \t]*(?:is|:|#|number)?[ \t]*)"
-        rf"((?:{zip_})(?![\w]))"
+        rf"((?:{zip_}|{zip_any_case})(?![\w]))"
     )
     strong_intros = _STRONG_INTROS.replace("{S}", r"\s")
     native_intros = _native_cue_pattern(r"\s", "")
@@ -603,12 +635,15 @@ def _py() -> _Py:
         ssn_plain=re.compile(r"(?<![\w-])\d{9}(?![\w-])"),
         ssn_cue=re.compile(rf"(?i:\b(?:{SSN_CUES})\b)"),
         phone=re.compile(
-            # not inside a word, number, path or amount; but an opening bracket starts a
-            # value whatever stands before it: glued to a name, e-mail or other number
-            # ('Sarah(415) 555-0134'), or to the placeholder a second pass sees there
-            r"(?:(?<![\w+/.$€£¥-])|(?=\())"
-            r"(?P<cc>(?:\+|%2[Bb]|\b00)\d{1,3}(?:[ .-]|(?=\())?)?"
-            r"(?P<core>(?:\(\d{1,5}\)[ .-]?)?\d{1,15}(?:(?:[ .-]|[ ]-[ ])\d{1,10}){0,6})"
+            # not inside a word, number, path, amount or URL escape ('%20'); but an opening
+            # bracket starts a value whatever stands before it: glued to a name, e-mail or
+            # other number ('Sarah(415) 555-0134'), or to the placeholder a second pass sees
+            # there; and so does an escaped space in a URL ('call%20415%20555%200132').
+            # A space is also '%20' in a URL, and '+' after a leading '+' ('%2B1+415+555+0132')
+            r"(?:(?<![\w+/.$€£¥%-])|(?=\()|(?<=%20))"
+            r"(?P<cc>(?:(?P<plus>\+|%2[Bb])|\b00)\d{1,3}(?:[ .-]|%20|(?(plus)\+|(?!))|(?=\())?)?"
+            r"(?P<core>(?:\(\d{1,5}\)[ .-]?)?\d{1,15}"
+            r"(?:(?:[ .-]|[ ]-[ ]|%20|(?(plus)\+|(?!)))\d{1,10}){0,6})"
             r"(?P<ext>[ ]?(?i:x|ext\.?|extension)[ ]?\d{1,6})?"
             r"(?![\w]|[.-]\d)"
         ),
@@ -625,9 +660,15 @@ def _py() -> _Py:
             + "|"
             + _native_cue_pattern(r"\s", r"(?=\S)")
         ),
+        chained_cue=re.compile(
+            _cue_pattern(r"\b", f"(?=[{upper}{CJK_LETTERS}])", r"\s", r"(?=\S)", CHAINED_CUE_KINDS)
+        ),
         strong_cue=re.compile(rf"(?i:{strong_intros})\b\s*:?\s*|{native_intros}"),
         greeting=re.compile(rf"(?i:{greetings})\b"),
         cjk_run=re.compile(rf"[{CJK_LETTERS}][{CJK_LETTERS}・ー]*"),
+        non_latin_word=re.compile(
+            rf"(?:(?=[^\W\d_])[{NON_LATIN_CASED}])+(?:-(?:(?=[^\W\d_])[{NON_LATIN_CASED}])+)*"
+        ),
         vocative_cue=re.compile(_vocative_pattern(r"\b", f"(?=[{upper}])", r"\s")),
         name_suffix=re.compile(NAME_SUFFIX_RE),
         particle_gap=re.compile(
@@ -643,8 +684,9 @@ def _py() -> _Py:
         zip_cue=re.compile(zip_cue),
         prefix_street=re.compile(
             rf"(?<![\w.,/-])(?:(?P<num1>{house})[ \t]+)?(?:{house}[ \t]+)?"
-            rf"(?P<type>(?i:{_alt(STREET_PREFIXES)}))\.?[ \t]+"
-            rf"(?P<name>(?:{sword}[ \t]+){{0,4}}{sword})(?:,?[ \t]+(?P<num2>{house})(?![\w'’])\.?)?"
+            rf"(?P<type>(?i:{_alt(STREET_PREFIXES)}))(?:\.?[ \t]+|(?<=/)(?=[{GLUED_STREET_CAPITALS}]))"
+            # a number before '%' is no house number ('c/ IVA 21%': Spanish 'con IVA')
+            rf"(?P<name>(?:{sword}[ \t]+){{0,4}}{sword})(?:,?[ \t]+(?P<num2>{house})(?![\w'’%])\.?)?"
         ),
         address_cue=re.compile(_address_cue_pattern(r"\b", r"\s")),
         number_gap=re.compile(r"\.?[ \t]+\d"),
@@ -691,7 +733,8 @@ def _rust() -> dict[str, str]:
         "ip": r"\d{1,3}(?:\.\d{1,3}){3}(?:/\d{1,2})?"
         r"|[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.\d{1,3}){0,3}(?:/\d{1,3})?",
         # a '+' also percent-encoded in a URL's query ('?phone=%2B14155550132')
-        "num": r"(?:\+|%2[Bb])?\(?\d(?:(?:[ .\-]|[ ]?\([ ]?|\)[ ]?|[ ]-[ ]|\)[.\-])?\d){5,}"
+        # and a space as '%20' or '+' ('%2B1%20415%20555%200132', '+1+415+555+0132')
+        "num": r"(?:\+|%2[Bb])?\(?\d(?:(?:[ .\-+]|%20|[ ]?\([ ]?|\)[ ]?|[ ]-[ ]|\)[.\-])?\d){5,}"
         r"(?:[ ]?(?i:x|ext\.?|extension)[ ]?\d{1,6})?",
         "iban": r"[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]){11,32}",
         "card_tail": rf"{b}(?i:card|visa|mastercard|amex|account|acct){b}[^.\n]{{0,24}}?"
@@ -706,13 +749,15 @@ def _rust() -> dict[str, str]:
         ),
         "addr_word": "|".join(
             (
-                rf"{b}(?i:{_alt(STREET_PREFIXES)})\.?[ \t]+(?:{word}[ \t]+){{0,5}}\d{{1,6}}",
+                # also 'C/' glued to the name ('C/Mayor 10'): in this branch, as a branch of
+                # its own made this pattern ~15% slower on presidio-research
+                rf"{b}(?:(?i:{_alt(STREET_PREFIXES)})\.?[ \t]+|[Cc]/)(?:{word}[ \t]+){{0,5}}\d{{1,6}}",
                 rf"{b}(?i:{_alt(STREET_TYPES_AFTER)})\.?[ \t]+\d{{1,6}}",
                 rf"(?i:{_alt(FUSED_STREET_ENDINGS)})\.?[ \t]+\d{{1,6}}",
                 rf"{b}(?i:apartment|apt|suite|ste|flat)\.?[ \t]*#?[ \t]*\d",
                 rf"{b}(?i:box)[ \t]+\d|{b}(?i:[afd]po)[ \t]+(?i:a[aep])[ \t]+\d",
-                # a US/European postcode, or a UK or Canadian one's outward code ('SW1A', 'K1A')
-                rf"{b}(?i:zip|postal|post)[^\n\d]{{0,14}}(?:\d{{4}}|[A-Z]\d)",
+                # a US/European postcode, or a UK or Canadian one's outward code ('SW1A', 'K1A', 'sw1a')
+                rf"{b}(?i:zip|postal|post)[^\n\d]{{0,14}}(?:\d{{4}}|[A-Za-z]\d)",
             )
         ),
         "addr_cue": _address_cue_pattern(b, s),
@@ -921,23 +966,28 @@ def _valid_phone(text: str, m: re.Match[str], p: _Py) -> tuple[int, int] | None:
     """The phone number ``m`` starts, cut back group by group if it ran into other digits."""
     while True:
         core = m.group("core")
-        n_digits = len(_ascii_digits(core)) + len(_ascii_digits(_plus_free(m.group("cc"))))
+        n_digits = _phone_digit_count(core) + _phone_digit_count(m.group("cc"))
         if PHONE_MIN_DIGITS <= n_digits <= PHONE_MAX_DIGITS and (
             _phone_shape_ok(m, core, n_digits, p) or _phone_context(text, m, p)
         ):
             return m.start(), m.end()
         if n_digits <= PHONE_MAX_DIGITS:
             return None
-        cut = max(text.rfind(sep, m.start(), m.end() - 1) for sep in " .-")
+        cut = max(text.rfind(sep, m.start(), m.end() - 1) for sep in PHONE_CUT_AT)
         shorter = p.phone.match(text, m.start(), cut) if cut > m.start() else None
         if shorter is None:
             return None
         m = shorter
 
 
-def _plus_free(cc: str | None) -> str:
-    """A country code without its '+' or its URL escape '%2B' (that '2' is no digit of it)."""
-    return cc[3:] if cc and cc[0] == "%" else cc or ""
+PHONE_CUT_AT = " .-%+"  # where a number that ran on is cut back: a separator or an escape's '%'
+_URL_ESCAPES = re.compile("%2[0Bb]")
+_PHONE_SEPARATORS = re.compile(r"(?:[ .()+-]|%20)+")
+
+
+def _phone_digit_count(part: str | None) -> int:
+    """Digits in part of a phone number, less those of its URL escapes ('%2B', '%20')."""
+    return len(_ascii_digits(_URL_ESCAPES.sub("", part or "")))
 
 
 def _check_card(text: str, start: int, stop: int, p: _Py) -> Iterator[Candidate]:
@@ -968,7 +1018,9 @@ def _phone_shape_ok(m: re.Match[str], core: str, n_digits: int, p: _Py) -> bool:
     """Formats that read as a phone number without any cue word."""
     if p.date_like.match(core):
         return False
-    groups = [g for g in re.split(r"[ .()-]+", core) if g]
+    groups = [g for g in _PHONE_SEPARATORS.split(core) if g]
+    if "+" in m.group(0)[1:]:  # a space written '+' in a URL, or a sum ('+10+20+30+40')
+        return n_digits >= PHONE_PLAIN_MIN_DIGITS
     if m.group("cc") or m.group("ext") or core.startswith("("):
         return n_digits > PHONE_MIN_DIGITS
     if len(groups[0]) > PHONE_PLAIN_MAX_DIGITS:  # an order number or a timestamp as often as a phone
@@ -1222,44 +1274,147 @@ def _cued_names(text: str, start: int, p: _Py) -> Iterator[Candidate]:
         yield from _names_after_cue(text, m, p, mixed_case=True)
         return
     m = p.vocative_cue.match(text, start)
-    if m:
-        yield from _names_after(text, m.end(), p, followed_by=VOCATIVE_END)
+    if m is None:
+        return
+    found = next(_names_after(text, m.end(), p, followed_by=VOCATIVE_END), None)
+    if found is not None:
+        yield found
+        return
+    nested = _chained_cue(text, m.end(), p)  # 'Sure, I'm Tihomir': Rust took the 'I'
+    if nested is not None:
+        yield from _names_after_cue(text, nested, p, mixed_case=True)
+
+
+MAX_CHAINED_CUES = 4  # cues read one right after another ('Hi, my name is Dr. X'): no more
+CHAIN_WORD_WINDOW = 16  # characters read for the first word of a chained cue (longer: no cue)
+
+
+def _lead_words(*alternations: str) -> frozenset[str]:
+    """The lower-case words that can begin a phrase of the cue ``alternations`` (a superset).
+
+    Each alternative's first word, with groups opened ('(?:reported|written){S}+by' begins
+    with either word). A word after an optional group at a phrase's start would be
+    missed; no chained phrase has one (a unit test reads every chained cue through it).
+    """
+    words: set[str] = set()
+    for alternation in alternations:
+        for piece in alternation.replace("{S}", " ").split("|"):
+            m = re.match(r"(?:\(\?:|\()*([^\W\d_][\w'’.]*)", piece)
+            if m:
+                words.add(m.group(1).lower())
+    return frozenset(words)
+
+
+# What a chained cue (CHAINED_CUE_KINDS) starts with: a word check first, as a failed
+# match of the cue pattern after every 'Kind regards,\nCustomer Support' cost 5%.
+_CHAIN_START_WORDS = _lead_words(_SELF_INTROS, _NAME_INTROS, "|".join(HONORIFICS))
+
+
+def _chained_cue(text: str, pos: int, p: _Py) -> re.Match[str] | None:
+    """The self-intro, name intro or honorific cue starting at ``pos``, if any."""
+    head = text[pos : pos + CHAIN_WORD_WINDOW].split(None, 1)
+    if not head or head[0].rstrip(".:,").lower() not in _CHAIN_START_WORDS:
+        return None
+    return p.chained_cue.match(text, pos)
 
 
 def _names_after_cue(
     text: str, cue: re.Match[str], p: _Py, mixed_case: bool
 ) -> Iterator[Candidate]:
-    """Names after a person cue ``cue`` (a match of ``p.person_cue``).
+    """Names after a person cue ``cue`` (a match of ``p.person_cue``) and the cues right after it.
 
-    A name in a script without case is taken only after a strong cue (see _STRONG_INTROS).
-    In mixed-case text a lower-case word after a greeting is a name only when a stop or a
-    line break follows the name ('Hi john,', not 'hi res display'); an all-lower-case
-    text reads every greeting so, as it always did. A cue right after the greeting is
-    read here ('Hello mr. Okonkwo', 'hi this is Ann'): the Rust match of the greeting
-    took that cue's first word, so Rust did not report the cue.
+    A name in a script without case is taken only after a strong cue (see _STRONG_INTROS),
+    and so is a lower-case one in Greek, Cyrillic or Armenian, which no list has. In
+    mixed-case text a lower-case word after a greeting is a name only if a list has it and
+    it is no common word, and then only with a stop or a line break after it ('Hi john,',
+    not 'hi res display') or if it is a strong name ('Hi john how are you'; not 'hey mark
+    this done', 'hi will you', 'hey jo what'); an all-lower-case text reads every greeting
+    as any cue, as it always did. A cue right after this one is read here too ('Hi, I'm
+    Tihomir', 'Dear Mr. Tihomir', 'hi mr. Okonkwo'): the Rust match of the first cue took
+    that cue's first letter, so Rust did not report it (in an all-lower-case text the
+    caller's scan finds it). A loop, not recursion: 'Hi hi hi ...' is a chain of greetings.
+    """
+    for _ in range(MAX_CHAINED_CUES):
+        pos = cue.end()
+        after = text[pos : pos + 1]
+        if after >= FIRST_NON_LATIN and (
+            p.cjk_run.match(text, pos) or _non_latin_lower_at(text, pos, p)
+        ):
+            yield from _caseless_name(text, cue, p)
+            return
+        if mixed_case and after.islower() and p.greeting.match(text, cue.start()):
+            first = p.any_token.match(text, pos)
+            if first is None:
+                return
+            word = first.group(0).lower()
+            lex = lexicon()
+            if word in lex.names and word not in lex.common and word not in GREETING_NOT_NAMES:
+                stop = None if word in lex.strong_names else GREETING_NAME_END
+                yield from _names_after(text, pos, p, followed_by=stop)
+                return
+            nested = p.person_cue.match(text, pos)  # 'Hi team,', or any cue: 'hi mr. Okonkwo'
+        else:
+            found = next(_names_after(text, pos, p), None)
+            if found is not None:  # most cues: the name follows at once, no second cue to look for
+                yield found
+                return
+            nested = _chained_cue(text, pos, p) if mixed_case else None
+        if nested is None:
+            return
+        cue = nested
+
+
+def _non_latin_lower_at(text: str, pos: int, p: _Py) -> bool:
+    """A lower-case word in Greek, Cyrillic or Armenian starts at ``pos``."""
+    return text[pos : pos + 1].islower() and p.non_latin_word.match(text, pos) is not None
+
+
+def _caseless_name(text: str, cue: re.Match[str], p: _Py) -> Iterator[Candidate]:
+    """The name after a strong cue in a script without case, or in lower case in one with it.
+
+    'I am'/'I'm' (the only strong cues that start with 'i') are followed by other words
+    as often: a CJK word there is a name unless it is a nationality ('日本人'), and a
+    lower-case Cyrillic word ('I am учитель') is not taken at all.
     """
     pos = cue.end()
+    if not p.strong_cue.fullmatch(text, cue.start(), pos):
+        return
+    after_i_am = text[cue.start()] in "iI"
     if p.cjk_run.match(text, pos):
-        if p.strong_cue.fullmatch(text, cue.start(), pos):
-            after_i_am = text[cue.start()] in "iI"  # the only strong cues that start with 'i'
-            found = _cjk_name(text, pos, p, after_i_am)
-            if found is not None:
-                yield found
-        return
-    if mixed_case and text[pos : pos + 1].islower() and p.greeting.match(text, cue.start()):
-        first = p.any_token.match(text, pos)
-        if first is None:
-            return
-        word = first.group(0).lower()
-        lex = lexicon()
-        if word in lex.names and word not in lex.common and word not in GREETING_NOT_NAMES:
-            yield from _names_after(text, pos, p, followed_by=GREETING_NAME_END)
-            return
-        nested = p.person_cue.match(text, pos)  # 'Hi team,', or a cue: 'hi mr. Okonkwo'
-        if nested is not None:
-            yield from _names_after_cue(text, nested, p, mixed_case)
-        return
-    yield from _names_after(text, pos, p)
+        found = _cjk_name(text, pos, p, after_i_am)
+        if found is not None:
+            yield found
+    elif not after_i_am:
+        found = _non_latin_lower_name(text, pos, p)
+        if text[found[1] : found[2]].split(" ", 1)[0] not in NON_LATIN_NOT_NAMES:
+            yield found
+
+
+NON_LATIN_NAME_END = ",.!?;:\n"  # what ends a lower-case non-Latin name of several words
+
+
+def _non_latin_lower_name(text: str, pos: int, p: _Py) -> Candidate:
+    """A lower-case name in Greek, Cyrillic or Armenian at ``pos``, right after a strong cue.
+
+    No capital tells where the name ends: the first word is taken, and the words after
+    it (each MIN_NON_LATIN_NAME_LEN letters or more, up to MAX_CUE_NAME_TOKENS in all)
+    only when a stop, a line break or the end of the text follows them ('иван петров.',
+    not 'иван мне 25 лет').
+    """
+    ends: list[int] = []
+    i = pos
+    for _ in range(MAX_CUE_NAME_TOKENS):
+        m = p.non_latin_word.match(text, i)
+        if m is None or (
+            ends and (len(m.group()) < MIN_NON_LATIN_NAME_LEN or not m.group().islower())
+        ):
+            break
+        ends.append(m.end())
+        if text[m.end() : m.end() + 1] != " ":
+            break
+        i = m.end() + 1
+    after = text[ends[-1] : ends[-1] + 1]
+    return ("PERSON", pos, ends[-1] if not after or after in NON_LATIN_NAME_END else ends[0])
 
 
 def _cjk_name(text: str, pos: int, p: _Py, after_i_am: bool) -> Candidate | None:
@@ -1425,9 +1580,17 @@ def _prefix_street_ok(m: re.Match[str], lowercase_mode: bool) -> bool:
     name = m.group("name")
     return (
         not lowercase_mode
-        and name[:1].isupper()
+        and _capitalised_after_particles(name)
         and _street_words_ok(name, lowercase_mode, require_uncommon=True)
     )
+
+
+def _capitalised_after_particles(name: str) -> bool:
+    """The first word of ``name`` that is no particle has a capital ('de la Paz', 'della Spiga')."""
+    for word in name.split():
+        if word.lower() not in NAME_PARTICLES:
+            return word[:1].isupper()
+    return False
 
 
 def _street_words_ok(chunk: str, lowercase_mode: bool, require_uncommon: bool = False) -> bool:

@@ -539,25 +539,34 @@ def test_a_spanish_floor_and_door_and_postcode_belong_to_the_address(text, expec
     assert_masks_to(text, expected)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("Hi john, how are you?", "Hi <PERSON>, how are you?"),
-    ("Hello maria, thanks for the update.", "Hello <PERSON>, thanks for the update."),
-    ("Dear peter smith,\nYour order shipped.", "Dear <PERSON>,\nYour order shipped."),
-    ("Hi there, my name is Bob. hey sarah!", "Hi there, my name is <PERSON>. hey <PERSON>!"),
-    # greetings to a group or to nobody in particular, and words that are not names
-    ("Hi there, the build is green.", "Hi there, the build is green."),
-    ("Hello everyone, the demo starts soon.", "Hello everyone, the demo starts soon."),
-    ("Hi all, Welcome!", "Hi all, Welcome!"),
-    ("Dear sir, I write to complain.", "Dear sir, I write to complain."),
-    ("Hey guys, the fix is merged. Hi team, ship it", None),
-    ("Hello world! Oh dear god, Hey ho, let's go", None),
-    # a lower-case name after a greeting needs a stop after it ('hi res display')
-    ("Hi john how are you? I bought a hi res display", None),
-    # a cue right after a greeting still counts ('mr.', 'this is', 'my name is')
-    ("Hello Mr. Okonkwo, hi mr. Okonkwo", "Hello Mr. <PERSON>, hi mr. <PERSON>"),
-    ("Hi, this is Tihomir Zulu. hey my name is Tihomir",
-     "Hi, this is <PERSON>. hey my name is <PERSON>"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Hi john, how are you?", "Hi <PERSON>, how are you?"),
+        ("Hello maria, thanks for the update.", "Hello <PERSON>, thanks for the update."),
+        ("Dear peter smith,\nYour order shipped.", "Dear <PERSON>,\nYour order shipped."),
+        ("Hi there, my name is Bob. hey sarah!", "Hi there, my name is <PERSON>. hey <PERSON>!"),
+        # greetings to a group or to nobody in particular, and words that are not names
+        ("Hi there, the build is green.", "Hi there, the build is green."),
+        ("Hello everyone, the demo starts soon.", "Hello everyone, the demo starts soon."),
+        ("Hi all, Welcome!", "Hi all, Welcome!"),
+        ("Dear sir, I write to complain.", "Dear sir, I write to complain."),
+        ("Hey guys, the fix is merged. Hi team, ship it", None),
+        ("Hello world! Oh dear god, Hey ho, let's go", None),
+        # with no stop after it, only a strong name ('john'; 'hi res display' stays, see
+        # test_a_lower_case_strong_name_after_a_greeting_needs_no_stop)
+        (
+            "Hi john how are you? I bought a hi res display",
+            "Hi <PERSON> how are you? I bought a hi res display",
+        ),
+        # a cue right after a greeting still counts ('mr.', 'this is', 'my name is')
+        ("Hello Mr. Okonkwo, hi mr. Okonkwo", "Hello Mr. <PERSON>, hi mr. <PERSON>"),
+        (
+            "Hi, this is Tihomir Zulu. hey my name is Tihomir",
+            "Hi, this is <PERSON>. hey my name is <PERSON>",
+        ),
+    ],
+)
 def test_a_lower_case_name_after_a_greeting_in_mixed_case_text(text, expected):
     """Found by the leak hunt: 'Hi john,' kept the name in mixed-case text (all lower case did not).
 
@@ -609,10 +618,157 @@ def test_few_and_many_texts_give_the_same_spans_for_the_new_cues(monkeypatch):
         "Hi thanks,\nTihomir", "Hello mr. Okonkwo", "меня зовут Иван", "меня зовут иван",
         "你好，我叫李明。", "私の名前は山田太郎です。", "Name: 김민수", "I am 李明, hi", "My name is 山田 太郎.",
         "post code: NW1 6XE", "Calle Mayor 10, 3º B, 28013 Madrid", "?phone=%2B14155550132&x=1",
+        "Hi, I'm Tihomir", "Dear Mr. Tihomir", "Name: Mr. Tihomir Zulu", "Sure, I'm Zulunil",
+        "Hi john how are you", "Привет, меня зовут иван петров.", "my postcode is sw1a 1aa",
+        "C/ Mayor 10", "C/Mayor 10", "Rua Augusta 100, 1100-053 Lisboa",
+        "?phone=%2B1%20415%20555%200132", "+1+415+555+0132", "?q=call%20415%20555%200132",
     ]  # fmt: skip
     series = pl.Series(texts, dtype=pl.String)
     monkeypatch.setattr(pii, "FEW_TEXTS", 0)
     gated = pii.detect_series(series)
     monkeypatch.setattr(pii, "FEW_TEXTS", len(texts))
     assert pii.detect_series(series) == gated
-    assert 0 not in gated and len(gated) == len(texts) - 2  # 'Hi there,' and 'меня зовут иван'
+    assert 0 not in gated and len(gated) == len(texts) - 1  # 'Hi there,'
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Hi, I'm Tihomir", "Hi, I'm <PERSON>"),
+        ("Hello, I am Zulunil and I need help", "Hello, I am <PERSON> and I need help"),
+        ("Dear Mr. Tihomir", "Dear Mr. <PERSON>"),
+        ("Dear Dr. Zulunil,\nthanks", "Dear Dr. <PERSON>,\nthanks"),
+        ("Name: Mr. Tihomir Zulu", "Name: Mr. <PERSON>"),
+        ("Thanks, I'm Tihomir", "Thanks, I'm <PERSON>"),
+        ("Sure, I'm Zulunil", "Sure, I'm <PERSON>"),
+        # the second cue still needs a name after it
+        ("Hi, I'm Sorry to hear that", None),
+        ("Dear Sir or Madam, I write to complain.", None),
+        ("Hi, I am Happy with it", None),
+    ],
+)
+def test_a_cue_right_after_a_capitalised_greeting_or_cue(text, expected):
+    """Found by the leak hunt: the Rust match of the first cue takes the next word's first
+    letter, so the second cue ('I'm', 'Mr.') was never looked at and an unlisted name stayed.
+
+    ``None``: the text stays as it is.
+    """
+    assert_masks_to(text, text if expected is None else expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Hi john how are you", "Hi <PERSON> how are you"),
+        ("Hey sarah can you check this?", "Hey <PERSON> can you check this?"),
+        ("Hello john smith thanks for the update.", "Hello <PERSON> thanks for the update."),
+        # fillers, ambiguous or short names and common words after a greeting stay
+        ("hi there how are you? OK", None),
+        ("Hey guys how is it going?", None),
+        ("Dear team please review.", None),
+        ("Hi will you come? OK", None),
+        ("Hey mark this done, OK", None),
+        ("Hey jo what now? OK", None),
+        ("Hello kitty bags are sold out. OK", None),
+    ],
+)
+def test_a_lower_case_strong_name_after_a_greeting_needs_no_stop(text, expected):
+    """Found by the leak hunt: 'Hi john how are you' kept the name (a stop had to follow it)."""
+    assert_masks_to(text, text if expected is None else expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("my postcode is sw1a 1aa", "my postcode is <STREET_ADDRESS>"),
+        ("post code: nw1 6xe", "post code: <STREET_ADDRESS>"),
+        ("My postal code is k1a 0b1.", "My postal code is <STREET_ADDRESS>."),
+        ("zip code 90210", "zip code <STREET_ADDRESS>"),
+        # an ordinal after a letter and digit is no inward code ('q1 2nd')
+        ("I will post q1 2nd half figures", None),
+    ],
+)
+def test_a_lower_case_postcode_after_a_cue_is_masked(text, expected):
+    """Found by the leak hunt: 'my postcode is sw1a 1aa' kept the postcode (capitals only)."""
+    assert_masks_to(text, text if expected is None else expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("C/ Mayor 10", "<STREET_ADDRESS>"),
+        ("Vivo en C/ Mayor 10, 3º B, 28013 Madrid", "Vivo en <STREET_ADDRESS>"),
+        ("Envíalo a C/Mayor 10, Madrid", "Envíalo a <STREET_ADDRESS>"),
+        ("Estoy en C/ de la Paz 5, 46003 Valencia", "Estoy en <STREET_ADDRESS>"),
+        ("Rua Augusta 100, 1100-053 Lisboa", "<STREET_ADDRESS>"),
+        ("código postal 1100-053", "código postal <STREET_ADDRESS>"),
+        # 'c/o' (care of), 'c/u' (each) and a 'c/' before a lower-case word are no street
+        ("send it c/o 10 people", None),
+        ("son 5 euros c/u 10 veces", None),
+        ("precio c/ tarjeta 3 cuotas", None),
+        ("Precio 100 euros c/ IVA 21%", None),
+    ],
+)
+def test_a_spanish_c_slash_street_and_a_portuguese_postcode(text, expected):
+    """Found by the leak hunt: 'C/ Mayor 10' and the '1100-053' of a Lisbon address were kept."""
+    assert_masks_to(text, text if expected is None else expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("?phone=%2B1%20415%20555%200132&x=1", "?phone=<PHONE>&x=1"),
+        ("%2B1%20415%20555%200132", "<PHONE>"),
+        ("?phone=%2B1+415+555+0132", "?phone=<PHONE>"),
+        ("+1+415+555+0132", "<PHONE>"),
+        ("?q=call%20415%20555%200132", "?q=call%20<PHONE>"),
+        # a sum is no phone, and an escape is never cut in two
+        ("+1+1+1+1+1+1+1+1+1", None),
+        ("score +10+20+30", None),
+        ("50%20off 2019%202020", None),
+    ],
+)
+def test_a_phone_with_escaped_separators_in_a_url_is_masked_whole(text, expected):
+    """Found by the leak hunt: '%2B1%20415%20555%200132' kept all but its last group and
+    '+1+415+555+0132' was kept whole (the separators were no separators to the patterns)."""
+    assert_masks_to(text, text if expected is None else expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("меня зовут иван", "меня зовут <PERSON>"),
+        ("Привет, меня зовут иван петров.", "Привет, меня зовут <PERSON>."),
+        ("меня зовут иван и я из москвы", "меня зовут <PERSON> и я из москвы"),
+        ("my name is иван", "my name is <PERSON>"),
+        ("με λένε γιάννη", "με λένε <PERSON>"),
+        # only after a strong cue; 'I am' is followed by other words as often as by a name
+        ("I am учитель", None),
+        ("иван приехал вчера", None),
+        ("моё имя не важно", None),
+        ("Меня зовут просто, без имени", None),
+    ],
+)
+def test_a_lower_case_non_latin_name_after_a_strong_cue(text, expected):
+    """Found by the leak hunt: 'меня зовут иван' kept the name (only a capital said 'name')."""
+    assert_masks_to(text, text if expected is None else expected)
+
+
+def test_a_long_chain_of_greetings_does_not_exhaust_the_stack():
+    """Each greeting read the next one by recursion: 'Hi hi hi ...' (3,000 of them) raised
+    RecursionError out of scrub_text. Cues are now followed in a bounded loop."""
+    text = "Hi " + "hi " * 3000 + "there"
+    assert masked(text) == text
+
+
+@pytest.mark.parametrize(
+    "cue",
+    ["I'm", "I’m", "I am", "This is", "My name is", "my name's", "Name is", "Call me", "Named",
+     "Called", "Signed", "Signed by", "Attn:", "Attention", "Written by", "Sign it as",
+     *(f"{h.capitalize()}." for h in pii.HONORIFICS)],
+)  # fmt: skip
+def test_every_chained_cue_passes_the_word_check(cue):
+    """A cue right after another is looked for only if its first word may start one."""
+    text = f"Hi, {cue} Tihomir"
+    match = pii._chained_cue(text, len("Hi, "), pii._py())
+    assert match is not None and text[match.end() :].startswith("Tihomir"), cue
