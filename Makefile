@@ -9,6 +9,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
+# pytest-xdist workers of `make test`: each test file stays on one worker (module fixtures
+# such as the full-pipeline runs are made once); two suit a two-core machine
+TEST_WORKERS ?= 2
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
@@ -40,9 +43,9 @@ run: setup  ## run the whole pipeline on the embedded default (dvc repro), then 
 test-setup: setup  ## install the Debian packages the integration tests need (root only)
 	@bash scripts/test-services.sh
 
-test: test-setup  ## run lint and the whole test suite
+test: test-setup  ## run lint and the whole test suite (TEST_WORKERS=1 for one process)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup  ## ruff
 	$(BIN)/ruff check .

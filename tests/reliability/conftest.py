@@ -2,12 +2,12 @@
 
 The reference run is the "new complete version" every crash is compared with, the first
 of the two copies the idempotency tests compare, and the real outputs the isolation tests
-inspect: one run of the bundled sample serves all of them.
+inspect: one run of the bundled sample serves all of them (one per pytest-xdist worker).
+The ledger is printed by ``tests/conftest.py``, which the xdist controller loads too.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,18 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.project import SHARED
-from tests.reliability.helpers import (
-    DATA_STAGES,
-    LEDGER,
-    dump_ledger,
-    fresh_copy,
-    ledger_markdown,
-    output_hashes,
-    run_cli,
-)
-
-LEDGER_ENV = "PREFPIPE_RELIABILITY_LEDGER"
-"""When set, the ledger is also written there as JSON at the end of the run."""
+from tests.reliability.helpers import DATA_STAGES, fresh_copy, output_hashes, run_cli
 
 
 @dataclass(frozen=True)
@@ -52,13 +41,3 @@ def reference(tmp_path_factory) -> Reference:
     hashes = output_hashes(repo)
     assert all(hashes.values()), [k for k, v in hashes.items() if v is None]
     return Reference(repo, hashes, seconds)
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    """Print what the battery injected and found (the figures RELIABILITY.md reports)."""
-    if not LEDGER:
-        return
-    terminalreporter.section("reliability ledger")
-    terminalreporter.write_line(ledger_markdown())
-    if os.environ.get(LEDGER_ENV):
-        dump_ledger(Path(os.environ[LEDGER_ENV]))

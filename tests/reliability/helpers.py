@@ -292,6 +292,20 @@ def ledger_markdown() -> str:
     return "\n".join(lines)
 
 
+def ledger_rows() -> dict[str, dict]:
+    """The ledger as plain data: what a pytest-xdist worker sends back to the controller."""
+    return {row: {**vars(t), "landed": dict(t.landed)} for row, t in LEDGER.items()}
+
+
+def merge_ledger(rows: dict[str, dict]) -> None:
+    """Add a worker's :func:`ledger_rows` into this process's ledger (row by row, count by count)."""
+    for row, data in rows.items():
+        t = tally(row, data["command"], data["unit"])
+        for key in ("inputs", "runs", "kills", "losses", "leaks"):
+            setattr(t, key, getattr(t, key) + data[key])
+        t.landed.update(data["landed"])
+
+
 def dump_ledger(path: Path) -> None:
     """Write the ledger as JSON (for whoever updates RELIABILITY.md)."""
     path.write_text(json.dumps({k: vars(v) for k, v in LEDGER.items()}, indent=2) + "\n")
