@@ -101,7 +101,9 @@ def test_every_stage_ran_and_champion_exists(repo):
     # the registry itself agrees: the alias points at the version promote reported
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{dest / 'mlflow' / 'mlflow.db'}")
+    # the registry URI too: unset, it follows whatever store an earlier test in this process set
+    store = f"sqlite:///{dest / 'mlflow' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
     version = client.get_model_version_by_alias("prefpipe-policy", "champion")
     assert str(version.version) == str(promote["champion"])
 
