@@ -11,7 +11,8 @@ of them may appear anywhere outside ``data/raw``. "Zero hits" must mean "no PII"
   (a JSON number, or digit groups with any separators), that equals a canary's digits
   ("4111 1111 1111 1111" as 4111111111111111 or 4111-1111-1111-1111, an SSN or phone
   number without separators) is a hit, and an international phone number also matches
-  without its country code ("+44 7700 900724" as 7700900724 or "07700 900724"); only
+  without its country code ("+44 7700 900724" as 7700900724 or "07700 900724"), and an
+  IPv4 address as its integer (192.168.0.1 as 3232235521); only
   whole numbers of at least ``MIN_NUMBER_DIGITS`` digits count, so counts and ids do not match;
 - text need not be UTF-8: UTF-16/32 (by BOM, or UTF-16 by its NUL bytes) is decoded, and
   invalid UTF-8 that is mostly ASCII is also read as cp1252 (Latin-1 "José García");
@@ -33,6 +34,7 @@ import codecs
 import gzip
 import importlib
 import io
+import ipaddress
 import json
 import lzma
 import re
@@ -638,6 +640,8 @@ class _Needles:
                 for form in (number, *_national_forms(value, number)):
                     if i not in digits.setdefault(form, []):
                         digits[form].append(i)
+            elif (packed := _ipv4_integer(value)) is not None:
+                digits.setdefault(packed, []).append(i)
         normalised = _normalise(pl.Series(values, dtype=pl.String)).str.strip_chars().to_list()
         any_form = {k: list(v) for k, v in exact.items()}
         for i, value in enumerate(normalised):
@@ -655,6 +659,18 @@ def _digit_form(value: str) -> str | None:
     if digits.isascii() and digits.isdigit() and len(digits) >= MIN_NUMBER_DIGITS:
         return digits
     return None
+
+
+def _ipv4_integer(value: str) -> str | None:
+    """An IPv4 canary as the integer a database stores it as (``INET_ATON``, ``int(ip_address)``),
+    when that is long enough not to equal a count by chance; else None."""
+    if not _IPV4.fullmatch(value):
+        return None
+    try:
+        packed = str(int(ipaddress.IPv4Address(value)))
+    except ValueError:
+        return None
+    return packed if len(packed) >= MIN_NUMBER_DIGITS else None
 
 
 def _national_forms(value: str, number: str) -> list[str]:

@@ -405,3 +405,15 @@ def test_grouped_digits_glued_to_letters_or_short_or_other_numbers_are_no_hit(tm
     )
     pl.DataFrame({"n": [770090072, 477009007]}).write_parquet(data / "b.parquet")  # one digit short, shifted
     assert scan([data], c)[0] == []
+
+
+def test_an_ipv4_address_stored_as_its_integer_is_found(tmp_path):
+    """A database column of INET_ATON values, or ``int(ip_address(...))`` in a log."""
+    c = _canaries(tmp_path, [("IP_ADDRESS", "192.168.0.1"), ("IP_ADDRESS", "10.0.0.7")])
+    data = tmp_path / "data"
+    data.mkdir()
+    pl.DataFrame({"ip": [3232235521], "n": [1]}).write_parquet(data / "a.parquet")
+    (data / "b.log").write_text("client=167772167 done")
+    (data / "c.log").write_text("client=3232235522 count=1921680")  # the next address, and the dotted digits
+    found = sorted((h.path.rsplit("/", 1)[-1], h.canary_index) for h in scan([data], c)[0])
+    assert found == [("a.parquet", 0), ("b.log", 1)]
