@@ -636,12 +636,8 @@ class _Needles:
         digits: dict[str, list[int]] = {}
         for i, value in enumerate(values):
             exact.setdefault(value, []).append(i)
-            if (number := _digit_form(value)) is not None:
-                for form in (number, *_national_forms(value, number)):
-                    if i not in digits.setdefault(form, []):
-                        digits[form].append(i)
-            elif (packed := _ipv4_integer(value)) is not None:
-                digits.setdefault(packed, []).append(i)
+            for form in _number_forms(value):
+                digits.setdefault(form, []).append(i)
         normalised = _normalise(pl.Series(values, dtype=pl.String)).str.strip_chars().to_list()
         any_form = {k: list(v) for k, v in exact.items()}
         for i, value in enumerate(normalised):
@@ -659,6 +655,15 @@ def _digit_form(value: str) -> str | None:
     if digits.isascii() and digits.isdigit() and len(digits) >= MIN_NUMBER_DIGITS:
         return digits
     return None
+
+
+def _number_forms(value: str) -> list[str]:
+    """Every whole number a canary may be stored as (distinct): its digit form and, for an
+    international phone, that without the country code; or an IPv4 address's integer."""
+    if (number := _digit_form(value)) is not None:
+        return list(dict.fromkeys((number, *_national_forms(value, number))))
+    packed = _ipv4_integer(value)
+    return [packed] if packed is not None else []
 
 
 def _ipv4_integer(value: str) -> str | None:

@@ -68,6 +68,11 @@ class Scores:
         return self.chosen_logp - self.rejected_logp
 
     @property
+    def nonfinite(self) -> int:
+        """Pairs scored NaN or infinite: a diverged or corrupted model (a NaN margin counts as a loss)."""
+        return int(np.sum(~np.isfinite(self.margin)))
+
+    @property
     def norm_margin(self) -> np.ndarray:
         """Per-token mean log-prob of chosen minus that of rejected (length-normalised)."""
         return self.chosen_logp / np.maximum(self.chosen_n, 1) - self.rejected_logp / np.maximum(self.rejected_n, 1)
@@ -134,10 +139,7 @@ def compare(
         "win_rate": stats.proportion_summary(win, **kw),
         "ties": int(np.sum(cand.margin == ref.margin)),
         # a NaN margin counts as a loss for the candidate: a model that scores NaN is broken
-        "nonfinite_margins": {
-            "candidate": int(np.sum(~np.isfinite(cand.margin))),
-            "reference": int(np.sum(~np.isfinite(ref.margin))),
-        },
+        "nonfinite_margins": {"candidate": cand.nonfinite, "reference": ref.nonfinite},
         "candidate": _model_summary(cand, n_boot, confidence, seed),
         "reference": _model_summary(ref, n_boot, confidence, seed),
         "baselines": {k: _rate(v, n_boot, confidence, seed) for k, v in base.items()},
@@ -286,11 +288,6 @@ def choose_reference(params: Params, layout: Layout, candidate_fp: str) -> dict[
             "fingerprint": champ["fingerprint"]}
 
 
-def nonfinite_margins(scores: dict[str, Scores]) -> dict[str, int]:
-    """Per pair set, how many pairs a model scored NaN or infinite (a diverged or corrupted model)."""
-    return {name: int(np.sum(~np.isfinite(s.margin))) for name, s in scores.items()}
-
-
 def broken_champion_reference(reference: dict[str, Any], bad: dict[str, int], sizes: dict[str, int]) -> dict[str, Any]:
     """The base model as reference, standing in for a champion that scored NaN or inf.
 
@@ -300,13 +297,14 @@ def broken_champion_reference(reference: dict[str, Any], bad: dict[str, int], si
     gate check, and promoting it replaces the broken champion. The label names the
     champion and what was wrong with it, for the verdict, the report and the registry.
     """
-    where = ", ".join(f"{k} of {sizes[name]} {name}" for name, k in bad.items() if k)
+    bad = {name: k for name, k in bad.items() if k}
+    where = ", ".join(f"{k} of {sizes[name]} {name}" for name, k in bad.items())
     version = reference["champion_version"]
     return {
         "kind": "base",
         "label": f"base model (champion v{version} is broken: non-finite scores on {where} pairs)",
         "broken_champion_version": version,
-        "broken_champion_nonfinite": {name: k for name, k in bad.items() if k},
+        "broken_champion_nonfinite": bad,
     }
 
 
@@ -399,7 +397,7 @@ def run(params: Params, layout: Layout) -> dict[str, Any]:
         if reference["kind"] == "champion":
             ref_folder = download_version(params, layout, reference["champion_version"], Path(tmp))
         ref = score_model(ref_folder, sets, params, layout.base_model)
-        bad = nonfinite_margins(ref)
+        bad = {name: scores.nonfinite for name, scores in ref.items()}
         if reference["kind"] == "champion" and any(bad.values()) and params.evaluate.on_broken_champion == "base":
             reference = broken_champion_reference(reference, bad, {name: df.height for name, df in sets.items()})
             log.warning("evaluate: %s; comparing with the base model instead (evaluate.on_broken_champion: base)",

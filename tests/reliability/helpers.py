@@ -308,4 +308,4 @@ def merge_ledger(rows: dict[str, dict]) -> None:
 
 def dump_ledger(path: Path) -> None:
     """Write the ledger as JSON (for whoever updates RELIABILITY.md)."""
-    path.write_text(json.dumps({k: vars(v) for k, v in LEDGER.items()}, indent=2) + "\n")
+    path.write_text(json.dumps(ledger_rows(), indent=2) + "\n")
