@@ -84,6 +84,11 @@ def _event_texts(folder: Path) -> list[str]:
     return sorted(out)
 
 
+def _rounds(ratios: list[float]) -> str:
+    """Per-round ratios as '7.9x 8.1x 8.3x': how far one run's rounds alone spread."""
+    return " ".join(f"{r:.1f}x" for r in ratios)
+
+
 def _timed(fn: Callable[[], object]) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process) that one call of ``fn`` takes.
 
@@ -183,16 +188,24 @@ def main(argv: list[str] | None = None) -> int:
     corpora = {"": (distinct, psample), **{k: (t, t[:n]) for k, (t, n) in others.items() if t}}
     columns = {k: pl.Series(t, dtype=pl.String) for k, (t, _) in corpora.items()}
     totals: dict[str, list[float]] = {}
+    per_round: list[dict[str, Rate]] = []  # each round's rates: the spread of a ratio within this run
     for _ in range(args.rounds):
+        this_round: dict[str, Rate] = {}
         for key, (texts_, sample_) in corpora.items():
             steps = [("ours", len(texts_), ours(columns[key])), ("presidio", len(sample_), presidio(sample_))]
             if not key:  # like for like: only the types Presidio's patterns look for
                 steps.append(("ours_patterns", len(texts_), ours(columns[key], PATTERN_TYPES)))
             for side, n, fn in steps:
                 wall, cpu = _timed(fn)
+                this_round[f"{side}_{key}"] = Rate(n, wall, cpu)
                 total = totals.setdefault(f"{side}_{key}", [0, 0.0, 0.0])
                 total[:] = [total[0] + n, total[1] + wall, total[2] + cpu]
+        per_round.append(this_round)
     rates = {k: Rate(int(v[0]), v[1], v[2]) for k, v in totals.items()}
+
+    def spread(ours_key: str, presidio_key: str) -> list[float]:
+        """The wall-clock ratio of each round, in order (the first round is the cold one)."""
+        return [r[ours_key].wall / r[presidio_key].wall for r in per_round]
     ours_series, presidio_analyze = rates["ours_"], rates["presidio_"]
     presidio_scrub = Rate(
         len(psample), *_timed(lambda: [pii_eval.presidio_scrub(analyzer, t) for t in psample])
@@ -207,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             "ours_cpu_texts_per_s": rates[f"ours_{key}"].cpu,
             "presidio_analyze_cpu_texts_per_s": rates[f"presidio_{key}"].cpu,
             "ratio_cpu": rates[f"ours_{key}"].cpu / rates[f"presidio_{key}"].cpu,
+            "ratio_per_round": spread(f"ours_{key}", f"presidio_{key}"),
         }
         for key in others
         if key in corpora
@@ -232,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         "ours_scrub_series_cpu_texts_per_s": ours_series.cpu,
         "presidio_analyze_cpu_texts_per_s": presidio_analyze.cpu,
         "ratio_cpu_series_vs_presidio_analyze": ours_series.cpu / presidio_analyze.cpu,
+        "ratio_series_vs_presidio_analyze_per_round": spread("ours_", "presidio_"),
+        "ratio_pattern_types_vs_presidio_analyze_per_round": spread("ours_patterns_", "presidio_"),
         "ours_pattern_types_texts_per_s": rates["ours_patterns_"].wall,
         "ratio_pattern_types_vs_presidio_analyze": rates["ours_patterns_"].wall / presidio_analyze.wall,
         "ratio_cpu_pattern_types_vs_presidio_analyze": rates["ours_patterns_"].cpu / presidio_analyze.cpu,
@@ -251,13 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"ratio scrub_series / presidio analyze: {figures['ratio_series_vs_presidio_analyze']:.1f}x"
         f" (CPU time: {ours_series.cpu:.0f} vs {presidio_analyze.cpu:.0f} texts/s, "
-        f"{figures['ratio_cpu_series_vs_presidio_analyze']:.1f}x)"
+        f"{figures['ratio_cpu_series_vs_presidio_analyze']:.1f}x; per round {_rounds(spread('ours_', 'presidio_'))})"
     )
     print(
         f"like for like, ours on Presidio's six pattern types only (no names, no addresses): "
         f"{figures['ours_pattern_types_texts_per_s']:.0f} texts/s, "
         f"{figures['ratio_pattern_types_vs_presidio_analyze']:.1f}x "
-        f"(CPU time: {figures['ratio_cpu_pattern_types_vs_presidio_analyze']:.1f}x)"
+        f"(CPU time: {figures['ratio_cpu_pattern_types_vs_presidio_analyze']:.1f}x; "
+        f"per round {_rounds(spread('ours_patterns_', 'presidio_'))})"
     )
     labels = {
         "chat": "hh-rlhf conversations (~650 chars, mostly no PII)",
@@ -267,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{labels[key]}: {fig['texts']} texts, ours {fig['ours_texts_per_s']:.0f} texts/s, "
             f"presidio analyze {fig['presidio_analyze_texts_per_s']:.0f} texts/s, ratio "
-            f"{fig['ratio']:.1f}x (CPU time: {fig['ratio_cpu']:.1f}x)"
+            f"{fig['ratio']:.1f}x (CPU time: {fig['ratio_cpu']:.1f}x; per round {_rounds(fig['ratio_per_round'])})"
         )
     print(
         f"synthetic column: {len(big)} texts, {mb:.1f} MB in {big_s:.2f} s "
