@@ -7,15 +7,20 @@ of them may appear anywhere outside ``data/raw``. "Zero hits" must mean "no PII"
   zstd are decompressed (recursively, under a size cap), Parquet is parsed;
 - Parquet is read with pyarrow and every string, binary and dictionary leaf is searched
   at any depth (lists, structs, maps), plus column names and key-value metadata;
-- numbers are searched too: an integer, decimal or whole float cell, or a number in text
+- numbers are searched too: an integer, decimal or float cell, or a number in text
   (a JSON number, or digit groups with any separators), that equals a canary's digits
   ("4111 1111 1111 1111" as 4111111111111111 or 4111-1111-1111-1111, an SSN or phone
   number without separators) is a hit, and an international phone number also matches
-  without its country code ("+44 7700 900724" as 7700900724 or "07700 900724"), and an
-  IPv4 address as its integer (192.168.0.1 as 3232235521); only
-  whole numbers of at least ``MIN_NUMBER_DIGITS`` digits count, so counts and ids do not match;
+  without its country code ("+44 7700 900724" as 7700900724 or "07700 900724") or with a
+  trunk zero in brackets ("+44 (0) 7700 900724"), and an IPv4 address as its integer
+  (192.168.0.1 as 3232235521); a float cell is a hit when the canary's integer rounds to it
+  (float32 is exact only to 2^24, float64 to 2^53); only whole numbers of at least
+  ``MIN_NUMBER_DIGITS`` digits count, so counts and ids do not match;
 - text need not be UTF-8: UTF-16/32 (by BOM, or UTF-16 by its NUL bytes) is decoded, and
   invalid UTF-8 that is mostly ASCII is also read as cp1252 (Latin-1 "José García");
+- bytes that are not UTF-8 (a file, a binary Parquet cell) are also searched for each
+  non-ASCII canary as the legacy code pages in ``LEGACY_CODE_PAGES`` write it (a cp1251
+  "Иван Петров", a Shift-JIS "山田太郎"), as written only;
 - every text is also searched with JSON string escapes decoded (``\\u00e9``, ``\\n``),
   and in a normalised form (NFKC, lower case, whitespace runs folded to one space) with
   the canaries normalised the same way: "JOSÉ\\nGARCÍA" still counts as "José García";
@@ -114,6 +119,13 @@ _SEPARATED_NUMBER = r"\p{L}?\+?\(?[0-9]+(?:[ .\-/()]{1,3}[0-9]+)+\p{L}?"
 canary's own separators; with a letter glued to either end the match is no number and is dropped."""
 _INTERNATIONAL = re.compile(r"\s*(?:\+|00)")
 """A phone canary written with its country code ("+44 7700 900724", "0044 ...")."""
+_TRUNK_ZERO = r"^(\s*(?:\+|00)[0-9]{1,3})[ .\-/]*\(0\)"
+"""The national trunk zero in brackets right after a country code ("+44 (0) 7700 900724",
+"+44(0)7700900724"): a caller abroad leaves it out, so it is no digit of the number. Only
+there: "7700 (0) 900724" keeps its zero."""
+LEGACY_CODE_PAGES = ("cp1252", "latin-1", "cp1250", "cp1251", "shift_jis")
+"""Code pages a non-ASCII canary is also looked for in, as bytes, where it is encodable: Western
+and Central European (the canaries' "José Fernández", "Dmitri Wiśniewski"), Cyrillic, Japanese."""
 COUNTRY_CODE_DIGITS = (1, 2, 3)
 NATIONAL_MIN_DIGITS = 9
 """An international canary is also looked for without its country code (the code is 1 to 3
@@ -149,12 +161,14 @@ class Hit:
 @dataclass(frozen=True)
 class Text:
     """Searchable strings from one file; ``binary`` when they are leniently decoded bytes,
-    ``numbers`` when they are numeric cells (integers, or a decimal's digits): matched whole,
-    not searched."""
+    ``numbers`` when they are numeric cells (integers, floats, or a decimal's digits): matched
+    whole, not searched; ``legacy`` when they are bytes that are not UTF-8, one character per
+    byte (latin-1): searched for the canaries as legacy code pages write them."""
 
     strings: pl.Series
     binary: bool = False
     numbers: bool = False
+    legacy: bool = False
 
 
 class NotAuditedError(Exception):
@@ -253,9 +267,10 @@ def _text_from_raw(data: bytes) -> Text:
 
 
 def _texts_from_raw(data: bytes) -> Iterator[Text]:
-    """Bytes read as UTF-8 (as always), plus a UTF-16/32 or cp1252 reading when they are such text.
+    """Bytes read as UTF-8 (as always), plus a UTF-16/32 or cp1252 reading when they are such text,
+    plus, when they are not UTF-8, the bytes themselves (``_legacy_text``).
 
-    Both readings are searched: a file may mix encodings, and no reading searched before is lost.
+    All readings are searched: a file may mix encodings, and no reading searched before is lost.
     """
     try:
         utf8, utf8_valid = Text(pl.Series([data.decode("utf-8")], dtype=pl.String)), True
@@ -264,6 +279,21 @@ def _texts_from_raw(data: bytes) -> Iterator[Text]:
     yield utf8
     if (other := _other_reading(data, utf8_valid)) is not None:
         yield Text(pl.Series([other], dtype=pl.String))
+    if not utf8_valid:
+        yield _legacy_text([data])
+
+
+def _legacy_text(blobs: list[bytes]) -> Text:
+    """Bytes that are not UTF-8, one character per byte, to be searched for the canaries' legacy
+    code page bytes (``_Needles.legacy``).
+
+    Why bytes and not a decoding per code page: one pass (Aho-Corasick) finds a cp1251 and a
+    Shift-JIS name alike, and needs no guess of the encoding, which binary data has none of.
+    Why not valid UTF-8: an accented Latin or a Cyrillic letter in these code pages is a byte
+    UTF-8 reads as a lead byte (or never valid), and the ASCII or such letter after it is no
+    continuation byte; text in them is valid UTF-8 only by a rare chance (cp1251 "Лё" is).
+    """
+    return Text(pl.Series([b.decode("latin-1") for b in blobs], dtype=pl.String), legacy=True)
 
 
 def _other_reading(data: bytes, utf8_valid: bool) -> str | None:
@@ -443,14 +473,15 @@ def _texts_from_arrow(leaf: pa.Array) -> Iterator[Text]:
 
 
 def _texts_from_binary(leaf: pa.Array) -> Iterator[Text]:
-    """Binary cells as UTF-8 (leniently, flagged binary, when some are not UTF-8), plus the
-    cells that hold UTF-16/32 text, decoded (see ``_wide_cells``)."""
+    """Binary cells as UTF-8 (leniently, flagged binary, when some are not UTF-8, and then also
+    as bytes, see ``_legacy_text``), plus the cells that hold UTF-16/32 text, decoded (see
+    ``_wide_cells``)."""
     try:
-        utf8 = Text(pl.Series(leaf.cast(pa.large_string())).drop_nulls())
+        yield Text(pl.Series(leaf.cast(pa.large_string())).drop_nulls())
     except pa.ArrowInvalid:
-        cells = [b.decode("utf-8", errors="replace") for b in leaf.to_pylist() if b is not None]
-        utf8 = Text(pl.Series(cells, dtype=pl.String), binary=True)
-    yield utf8
+        cells = [b for b in leaf.to_pylist() if b is not None]
+        yield Text(pl.Series([b.decode("utf-8", errors="replace") for b in cells], dtype=pl.String), binary=True)
+        yield _legacy_text(cells)
     wide = [text for cell in _wide_cells(leaf) if (text := _wide_text(cell)) is not None]
     if wide:
         yield Text(pl.Series(wide, dtype=pl.String))
@@ -472,23 +503,15 @@ def _wide_cells(leaf: pa.Array) -> list[bytes]:
 
 
 def _text_from_numbers(leaf: pa.Array) -> Text:
-    """Integer and whole float cells as integers, decimal cells as their digits ("4111111111111111.00"
-    loses its zero fraction), to be matched whole (``_find_numbers``)."""
+    """Integer cells as integers, float cells as floats (float16 as float32), decimal cells as
+    their digits ("4111111111111111.00" loses its zero fraction), to be matched whole
+    (``_find_numbers``)."""
     if pa.types.is_decimal(leaf.type):
         digits = pl.Series(leaf.cast(pa.large_string())).drop_nulls()
         return Text(digits.str.replace(r"\.0*$", ""), numbers=True)
-    if pa.types.is_floating(leaf.type):
-        leaf = _whole_floats(leaf)
+    if pa.types.is_float16(leaf.type):  # exact in float32; polars has no float16
+        leaf = leaf.cast(pa.float32())
     return Text(pl.Series(leaf).drop_nulls(), numbers=True)
-
-
-def _whole_floats(leaf: pa.Array) -> pa.Array:
-    """The whole-valued cells of a float array as int64 (pandas stores an int column with gaps
-    as float); fractions, NaN and inf dropped."""
-    values = leaf.cast(pa.float64())
-    whole = pc.and_(pc.is_finite(values), pc.equal(pc.floor(values), values))
-    fits = pc.less(pc.abs(values), float(2**63))
-    return pc.filter(values, pc.and_(whole, fits)).cast(pa.int64())
 
 
 def file_texts(path: Path) -> Iterator[Text]:
@@ -629,21 +652,39 @@ class _Needles:
     exact: dict[str, list[int]]
     any_form: dict[str, list[int]]  # exact plus normalised forms
     digits: dict[str, list[int]]  # digit forms, matched whole against numbers (``_digit_form``)
+    legacy: dict[str, list[int]]  # non-ASCII canaries' bytes in LEGACY_CODE_PAGES, one char per byte
 
     @classmethod
     def of(cls, values: list[str]) -> _Needles:
         exact: dict[str, list[int]] = {}
         digits: dict[str, list[int]] = {}
+        legacy: dict[str, list[int]] = {}
         for i, value in enumerate(values):
             exact.setdefault(value, []).append(i)
             for form in _number_forms(value):
                 digits.setdefault(form, []).append(i)
+            for form in _legacy_forms(value):
+                legacy.setdefault(form, []).append(i)
         normalised = _normalise(pl.Series(values, dtype=pl.String)).str.strip_chars().to_list()
         any_form = {k: list(v) for k, v in exact.items()}
         for i, value in enumerate(normalised):
             if len(value) >= MIN_CANARY_CHARS and i not in any_form.setdefault(value, []):
                 any_form[value].append(i)
-        return cls(exact, any_form, digits)
+        return cls(exact, any_form, digits, legacy)
+
+
+def _legacy_forms(value: str) -> list[str]:
+    """A non-ASCII canary's bytes in each code page of ``LEGACY_CODE_PAGES`` that can write it
+    (distinct), read back one character per byte as ``_legacy_text`` reads data."""
+    if value.isascii():
+        return []
+    forms: list[str] = []
+    for code_page in LEGACY_CODE_PAGES:
+        try:
+            forms.append(value.encode(code_page).decode("latin-1"))
+        except UnicodeEncodeError:
+            continue
+    return list(dict.fromkeys(forms))
 
 
 def _digit_form(value: str) -> str | None:
@@ -659,11 +700,15 @@ def _digit_form(value: str) -> str | None:
 
 def _number_forms(value: str) -> list[str]:
     """Every whole number a canary may be stored as (distinct): its digit form and, for an
-    international phone, that without the country code; or an IPv4 address's integer."""
-    if (number := _digit_form(value)) is not None:
-        return list(dict.fromkeys((number, *_national_forms(value, number))))
-    packed = _ipv4_integer(value)
-    return [packed] if packed is not None else []
+    international phone, that without the country code (and without a trunk zero in brackets,
+    ``_TRUNK_ZERO``, when the canary has one); or an IPv4 address's integer."""
+    forms: list[str] = []
+    for written in dict.fromkeys((value, re.sub(_TRUNK_ZERO, r"\1", value))):
+        if (number := _digit_form(written)) is not None:
+            forms += [number, *_national_forms(written, number)]
+    if not forms and (packed := _ipv4_integer(value)) is not None:
+        forms.append(packed)
+    return list(dict.fromkeys(forms))
 
 
 def _ipv4_integer(value: str) -> str | None:
@@ -690,13 +735,15 @@ def _number_tokens(strings: pl.Series) -> pl.Series:
     """Numbers of at least ``MIN_NUMBER_DIGITS`` digits in text, as digit forms (see ``_digit_form``).
 
     Whole numbers (a JSON number) and digit groups with any separators (a card written
-    with dashes where its canary has spaces); a digit run glued to letters ("ab1234567",
-    "x206 555 0134") is no number.
+    with dashes where its canary has spaces), a trunk zero in brackets after a country code
+    dropped (``_TRUNK_ZERO``); a digit run glued to letters ("ab1234567", "x206 555 0134")
+    is no number.
     """
     tokens = strings.str.extract_all(_NUMBER_TOKEN).explode().drop_nulls()
     whole = tokens.filter(tokens.str.contains(r"^[0-9]+$"))
     grouped = strings.str.extract_all(_SEPARATED_NUMBER).explode().drop_nulls()
-    grouped = grouped.filter(~grouped.str.contains(r"^\p{L}|\p{L}$")).str.replace_all(r"[^0-9]", "")
+    grouped = (grouped.filter(~grouped.str.contains(r"^\p{L}|\p{L}$"))
+               .str.replace(_TRUNK_ZERO, "${1}").str.replace_all(r"[^0-9]", ""))
     grouped = grouped.filter(grouped.str.len_bytes() >= MIN_NUMBER_DIGITS)
     return pl.concat([whole, grouped]).str.strip_chars_start("0")
 
@@ -706,14 +753,24 @@ def _find_numbers(numbers: pl.Series, digits: dict[str, list[int]]) -> set[int]:
 
     Equality, not substring search: a column of counts or ids holds every short digit run.
     Integer cells are compared as integers (no string per cell); digit forms too large for
-    the column's type cannot occur in it and are dropped.
+    the column's type cannot occur in it and are dropped. A float cell matches a digit form
+    rounded to the column's type (to nearest, as a writer stores it): float64 is exact to
+    2^53, float32 only to 2^24, so a float32 cell also matches a canary that differs from the
+    number actually stored by less than half its spacing (512 for a 10-digit phone). That
+    over-reports, which an audit may; it never misses the canary's own float.
     """
     if numbers.is_empty() or not digits:
         return set()
     keys = pl.Series(list(digits), dtype=pl.String)
+    if numbers.dtype.is_float():
+        rounded = keys.cast(numbers.dtype)
+        finite = rounded.is_finite()  # a form past float32's range is inf, as an inf cell is
+        keys, rounded = keys.filter(finite), rounded.filter(finite)
+        stored = numbers.filter(numbers.is_in(rounded.implode())).unique()
+        return {i for k in keys.filter(rounded.is_in(stored.implode())).to_list() for i in digits[k]}
     if numbers.dtype.is_integer():
         keys = keys.cast(numbers.dtype, strict=False).drop_nulls()
-    matched = numbers.filter(numbers.is_in(keys)).unique().cast(pl.String)
+    matched = numbers.filter(numbers.is_in(keys.implode())).unique().cast(pl.String)
     return {i for v in matched.to_list() for i in digits[v]}
 
 
@@ -763,17 +820,21 @@ def iter_files(roots: Iterable[str | Path]) -> Iterator[Path]:
 def _scan_file(path: Path, canaries: list[tuple[str, str]], needles: _Needles) -> list[Hit]:
     """Hits in one file, plus a NOT_AUDITED hit when part of it could not be searched.
 
-    Binary content is searched for the canaries as written only (see ``_variants``); numbers
+    Binary content is searched for the canaries as written only (see ``_variants``), bytes that
+    are not UTF-8 for the non-ASCII ones in legacy code pages (``_legacy_text``); numbers
     (numeric cells, and whole numbers in text that is not binary) are matched by digit form.
     """
     texts: list[pl.Series] = []
     binaries: list[pl.Series] = []
+    legacies: list[pl.Series] = []
     hits: list[Hit] = []
     found: set[int] = set()
     try:
         for text in file_texts(path):
             if text.numbers:
                 found |= _find_numbers(text.strings, needles.digits)
+            elif text.legacy:
+                legacies.append(text.strings)
             elif text.binary:
                 binaries.append(_variants(text))
             else:
@@ -781,7 +842,7 @@ def _scan_file(path: Path, canaries: list[tuple[str, str]], needles: _Needles) -
                 found |= _find_numbers(_number_tokens(text.strings), needles.digits)
     except NotAuditedError as e:
         hits.append(Hit(str(path), NOT_AUDITED, -1, str(e)))
-    found |= _find(texts, needles.any_form) | _find(binaries, needles.exact)
+    found |= _find(texts, needles.any_form) | _find(binaries, needles.exact) | _find(legacies, needles.legacy)
     return hits + [Hit(str(path), canaries[i][0], i) for i in sorted(found)]
 
 

@@ -417,3 +417,130 @@ def test_an_ipv4_address_stored_as_its_integer_is_found(tmp_path):
     (data / "c.log").write_text("client=3232235522 count=1921680")  # the next address, and the dotted digits
     found = sorted((h.path.rsplit("/", 1)[-1], h.canary_index) for h in scan([data], c)[0])
     assert found == [("a.parquet", 0), ("b.log", 1)]
+
+
+# --- session 8: a trunk zero in brackets, float cells, legacy code pages -------------------
+
+
+@pytest.mark.parametrize("written", [
+    "call +44 (0) 7700 900724 after six",
+    "call +44 (0)7700 900724",
+    "call +44(0)7700900724",
+    "call 0044 (0) 7700 900724",
+    "tel: +44 (0) 7700-900-724.",
+])
+def test_a_phone_with_its_trunk_zero_in_brackets_is_found(tmp_path, written):
+    """The UK way of writing a number for callers at home and abroad: "+44 (0) 7700 900724"."""
+    c = _canaries(tmp_path, [("PHONE", "+44 7700 900724")])
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text(written)
+    pl.DataFrame({"note": [written]}).write_parquet(data / "b.parquet")
+    assert sorted(h.path.rsplit("/", 1)[-1] for h in scan([data], c)[0]) == ["a.txt", "b.parquet"]
+
+
+def test_a_bracketed_zero_elsewhere_joins_no_numbers(tmp_path):
+    """Only a "(0)" right after an international prefix is a trunk zero: between other digit
+    groups it stays a digit, and a phone one digit off stays no hit."""
+    c = _canaries(tmp_path, [("PHONE", "+44 7700 900724"), ("PHONE", PHONE)])
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text(
+        "score 7700 (0) 900724 | 206 (0) 555 0134 | +44 (0) 7700 900725 | (0) 7700 900 | 4477 (0) 00900724"
+    )
+    pl.DataFrame({"note": ["v 7700 (0) 900724", "+1 (0) 2065 550 134x"]}).write_parquet(data / "b.parquet")
+    assert scan([data], c)[0] == []
+
+
+def _float_cases():
+    """Arrow tables holding a card or phone as a float, exact or not (float32 is exact to 2^24,
+    float64 to 2^53: a card above that is stored rounded even in float64)."""
+    import numpy as np
+    import pyarrow as pa
+
+    def f32(*values):
+        return pa.array(np.array(values, dtype=np.float64).astype(np.float32))
+
+    return {
+        "float64_phone": (pa.table({"tel": [2065550134.0, 1.5]}), "PHONE"),
+        "float64_card": (pa.table({"card": [4111111111111111.0]}), "CREDIT_CARD"),
+        "float64_card_past_2_53": (pa.table({"card": [9111111111111111.0]}), "CREDIT_CARD_HIGH"),
+        "float32_phone": (pa.table({"tel": f32(2065550134, 3.25)}), "PHONE"),
+        "float32_card": (pa.table({"card": f32(4111111111111111)}), "CREDIT_CARD"),
+        "float32_ssn": (pa.table({"ssn": f32(1544970)}), "US_SSN"),
+        "float32_nested": (pa.table({"p": pa.array([[{"tel": 2065550134.0}]],
+                                                  pa.list_(pa.struct([("tel", pa.float32())])))}), "PHONE"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_float_cases()))
+def test_a_number_in_a_float32_or_float64_column_is_found(tmp_path, case):
+    import pyarrow.parquet as pq
+
+    c = _canaries(tmp_path, [("CREDIT_CARD", CARD), ("PHONE", PHONE), ("US_SSN", SSN),
+                             ("CREDIT_CARD_HIGH", "9111 1111 1111 1111")])
+    table, entity = _float_cases()[case]
+    pq.write_table(table, tmp_path / "t.parquet")
+    assert [h.entity for h in scan([tmp_path / "t.parquet"], c)[0]] == [entity]
+
+
+def test_float32_cells_that_round_elsewhere_are_no_hit(tmp_path):
+    """A float32 cell is a hit only when the canary rounds to it; the phone's neighbours 2,000
+    away, its digits scaled, a float64 one off, and inf (where a 40-digit number rounds to in
+    float32) are not."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    c = _canaries(tmp_path, [("PHONE", PHONE), ("US_SSN", SSN), ("ACCOUNT", "9" * 40)])
+    near = np.array([2065550134 - 2000, 2065550134 + 2000, 206555013.4, 1544971, np.inf], dtype=np.float32)
+    pq.write_table(pa.table({"x": pa.array(near), "y": pa.array([2065550135.0, 1544969.0, 0.0, -1.0, np.nan])}),
+                   tmp_path / "t.parquet")
+    assert scan([tmp_path / "t.parquet"], c)[0] == []
+
+
+LEGACY = {"cp1251": "Иван Петров", "shift_jis": "山田太郎", "latin-1": "José Núñez", "cp1250": "Dmitri Wiśniewski"}
+
+
+def _legacy_cases():
+    """file name -> bytes: a non-ASCII name in a legacy code page, where UTF-8 and the cp1252
+    reading of mostly-ASCII text do not see it."""
+    import gzip
+
+    noise = bytes(range(128, 256)) * 20  # binary: no reading but "as written" applied before
+    return {
+        "cp1251.txt": f"Клиент: {LEGACY['cp1251']}, тел. не указан\n".encode("cp1251"),
+        "sjis.txt": f"顧客名: {LEGACY['shift_jis']}\n住所: 東京都\n".encode("shift_jis"),
+        "latin1.bin": noise + f" {LEGACY['latin-1']} ".encode("latin-1") + noise,
+        "cp1250.csv": f"jméno;{LEGACY['cp1250']}\n".encode("cp1250") + noise,
+        "cp1251.txt.gz": gzip.compress(f"Клиент: {LEGACY['cp1251']}\n".encode("cp1251")),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_legacy_cases()))
+def test_a_name_in_a_legacy_code_page_is_found(tmp_path, name):
+    c = _canaries(tmp_path, [("PERSON", v) for v in LEGACY.values()])
+    (tmp_path / name).write_bytes(_legacy_cases()[name])
+    found = [c[h.canary_index][1] for h in scan([tmp_path / name], c)[0]]
+    encoding = {"cp1251": "cp1251", "sjis": "shift_jis", "latin1": "latin-1", "cp1250": "cp1250"}[name.split(".")[0]]
+    assert found == [LEGACY[encoding]]
+
+
+def test_a_name_in_a_legacy_code_page_inside_a_binary_parquet_cell_is_found(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    c = _canaries(tmp_path, [("PERSON", v) for v in LEGACY.values()])
+    cells = [f"{v}\x00".encode(encoding) for encoding, v in LEGACY.items()] + [b"\xff\xfe ok", None]
+    pq.write_table(pa.table({"b": pa.array(cells, pa.binary())}), tmp_path / "t.parquet")
+    assert sorted(h.canary_index for h in scan([tmp_path / "t.parquet"], c)[0]) == [0, 1, 2, 3]
+
+
+def test_a_legacy_encoded_name_glued_to_letters_is_no_hit(tmp_path):
+    """Legacy bytes are searched whole words only, like other binary content."""
+    c = _canaries(tmp_path, [("PERSON", v) for v in LEGACY.values()])
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_bytes("Иван Петрова и Иван Петровский\n".encode("cp1251"))
+    (data / "b.bin").write_bytes(bytes(range(128, 256)) + " xJosé Núñez ".encode("latin-1"))
+    assert scan([data], c)[0] == []
