@@ -11,12 +11,15 @@ and no model may be downloaded. Detection here is patterns plus validation:
   words, honorifics and cue phrases ("my name is", "Dear X", "Hi X,", "Regards,\\nX"),
   with guards against capitalised common words, calendar words and product names; a
   name in Cyrillic, Greek or a CJK script after a strong cue ("меня зовут", "我叫",
-  "my name is 山田太郎"), in lower case too ("меня зовут иван").
+  "my name is 山田太郎"), in lower case too ("меня зовут иван"); a Chinese one also where
+  the sentence runs on after it ("我叫李明今年二十岁").
 - STREET_ADDRESS: house number + street name + street type (US/UK and many European
   forms, "C/ Mayor 10"), unit/PO box/military forms, postcode with a "zip code"/"postcode"
-  cue (a UK or Canadian one also in lower case), and the text after an address cue
-  ("lives at", "address:"), extended over unit (also a Spanish floor and door, "3º B"),
-  city, state and postcode (also Portuguese, "1100-053").
+  cue (a UK or Canadian one also in lower case; a Portuguese one after "CP"), a full UK
+  postcode with no cue ("SW1A 1AA", upper case, valid area and letters), and the text
+  after an address cue ("lives at", "address:"), extended over unit (also a Spanish floor
+  and door, "3º B"), city, state and postcode (also Portuguese, "1100-053"; a UK or
+  Canadian one in lower case, after a lower-case city too: "london sw1a 2aa").
 
 Every detector proposes candidate spans; overlaps are resolved by entity priority
 (an e-mail beats the name inside it, an address beats the name of its street) and
@@ -188,6 +191,29 @@ US_STATES = (
     "NH", "NJ", "NM", "NY", "NC", "ND", "OH", "OK", "OR", "PA", "RI", "SC", "SD", "TN",
     "TX", "UT", "VT", "VA", "WA", "WV", "WI", "WY", "DC", "PR", "GU", "VI"
 )  # fmt: skip
+# UK postcode areas (the letters before the first digit, 'SW' of 'SW1A 1AA'; Royal Mail's
+# list, with the Crown dependencies and the non-geographic BF and BX)
+UK_POSTCODE_AREAS = frozenset(
+    (
+        "AB", "AL", "B", "BA", "BB", "BD", "BF", "BH", "BL", "BN", "BR", "BS", "BT", "BX", "CA",
+        "CB", "CF", "CH", "CM", "CO", "CR", "CT", "CV", "CW", "DA", "DD", "DE", "DG", "DH", "DL",
+        "DN", "DT", "DY", "E", "EC", "EH", "EN", "EX", "FK", "FY", "G", "GL", "GU", "GY", "HA",
+        "HD", "HG", "HP", "HR", "HS", "HU", "HX", "IG", "IM", "IP", "IV", "JE", "KA", "KT", "KW",
+        "KY", "L", "LA", "LD", "LE", "LL", "LN", "LS", "LU", "M", "ME", "MK", "ML", "N", "NE",
+        "NG", "NN", "NP", "NR", "NW", "OL", "OX", "PA", "PE", "PH", "PL", "PO", "PR", "RG", "RH",
+        "RM", "S", "SA", "SE", "SG", "SK", "SL", "SM", "SN", "SO", "SP", "SR", "SS", "ST", "SW",
+        "SY", "TA", "TD", "TF", "TN", "TQ", "TR", "TS", "TW", "UB", "W", "WA", "WC", "WD", "WF",
+        "WN", "WR", "WS", "WV", "YO", "ZE",
+    )
+)  # fmt: skip
+UK_DISTRICT_LETTERS = ("ABCDEFGHJKPSTUW", "ABEHMNPRVWXY")  # 'W1A' after one area letter, 'SW1A' after two
+UK_INWARD_LETTERS = "ABDEFGHJLNPQRSTUWXYZ"  # never C, I, K, M, O, V ('1AA', not '2PM')
+CA_FIRST_LETTERS = "ABCEGHJKLMNPRSTVXY"  # Canada: no D, F, I, O, Q, U anywhere, no W, Z first
+CA_LETTERS = "ABCEGHJKLMNPRSTVWXYZ"
+# Inward codes that read as something else when no cue or street goes before: a size
+# ('M2 1TB', 'B2 8GB', 'L 2XL') or an ordinal ('B12 2ND dose')
+POSTCODE_LOOKALIKE_INWARDS = frozenset(("GB", "TB", "XL", "XS"))
+ORDINAL_ENDINGS = {"1": "ST", "2": "ND", "3": "RD"}  # other digits: 'TH'
 # Function words that never belong to a street or city name.
 STOPWORDS = frozenset(
     (
@@ -443,6 +469,36 @@ NON_LATIN_NOT_NAMES = frozenset(
 )  # fmt: skip
 # Korean copulas glued to the name they follow ('김민수입니다')
 KOREAN_NAME_ENDINGS = ("입니다", "이에요", "이라고", "라고", "예요", "이고", "이야")
+# Chinese name intros, after which the sentence often runs on with no stop ('我叫李明今年二十岁'):
+# the name is cut out of the run (see _chinese_name_end)
+CHINESE_INTROS = ("我叫", "我名叫", "我的名字", "姓名")
+# Common Chinese surnames (about the 100 most common and some more, simplified and
+# traditional), less those that often start an ordinary word ('和', '来', '管' of '管理员'):
+# '叫' is also 'to call for' ('我叫管理员帮我...'), so a run too long to be a name is read
+# as one only after a listed surname.
+CHINESE_SURNAMES = frozenset(
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕"
+    "丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃"
+    "武戴莫孔向汤樊葛邢乔伍庞颜倪庄聂章鲁岳翟殷詹欧耿兰焦俞柳舒阮柯纪梅裴涂翁冉骆蓝靳柴鲍喻祁蒲滕饶"
+    "張劉陳楊黃趙吳孫馬鄭謝許韓馮鄧蕭葉蘇呂盧鍾譚陸賈韋鄒閆閻龍賀顧龔萬錢嚴湯莊聶顏龐喬魯蘭紀駱藍鮑饒"
+)
+CHINESE_COMPOUND_SURNAMES = frozenset(
+    (
+        "欧阳", "歐陽", "司马", "司馬", "上官", "诸葛", "諸葛", "东方", "東方", "皇甫", "慕容", "令狐",
+        "司徒", "夏侯", "公孙", "公孫", "长孙", "長孫", "宇文", "尉迟", "尉遲", "轩辕", "軒轅", "端木",
+        "独孤", "獨孤", "西门", "西門", "南宫", "南宮", "申屠", "澹台", "澹臺", "濮阳", "濮陽", "钟离",
+        "鍾離", "闻人", "聞人", "赫连", "赫連", "呼延", "司空", "拓跋",
+    )
+)  # fmt: skip
+# Words that start the rest of a Chinese sentence after a name and end no given name:
+# particles, pronouns and verbs ('是', '在', '他'), time and place phrases ('今年', '来自',
+# '住在'), form labels ('性别', '电话') and a number of years ('二十岁', '三岁')
+CHINESE_AFTER_NAME = (
+    r"[是在的了和与與跟也很就都还還又不没沒呢吗嗎啊哦呀吧啦嘛岁歲想要从從住请請这這那我你他她们們]"
+    r"|今年|今天|现在|現在|目前|来自|來自|来到|來到|出生|毕业|畢業|喜欢|喜歡|工作|家住|已经|已經|刚刚"
+    r"|剛剛|昨天|明天|性别|性別|年龄|年齡|电话|電話|地址"
+    r"|[一二三四五六七八九十两兩][一二三四五六七八九十两兩岁歲年个個]"
+)
 
 
 CUE_KINDS = ("greeting", "name_intro", "self_intro", "sign_off", "label", "honorific")
@@ -530,6 +586,8 @@ class _Py:
     strong_cue: re.Pattern[str]
     greeting: re.Pattern[str]
     cjk_run: re.Pattern[str]
+    chinese_intro: re.Pattern[str]
+    chinese_after_name: re.Pattern[str]
     non_latin_word: re.Pattern[str]
     vocative_cue: re.Pattern[str]
     name_suffix: re.Pattern[str]
@@ -542,6 +600,8 @@ class _Py:
     po_box: re.Pattern[str]
     military: re.Pattern[str]
     zip_cue: re.Pattern[str]
+    cp_cue: re.Pattern[str]
+    uk_postcode: re.Pattern[str]
     prefix_street: re.Pattern[str]
     address_cue: re.Pattern[str]
     address_cont: re.Pattern[str]
@@ -584,6 +644,9 @@ def _py() -> _Py:
     cword = rf"(?:[{upper}](?:[^\W\d_]|['’.-])*(?![\w])|nan(?![\w]))"
     connectors = _alt(sorted(CONNECTORS))
     city = rf"{cword}(?:[ \t]+(?:(?:{connectors})[ \t]+)?{cword}){{0,3}}"
+    # a city typed in lower case ('london sw1a 2aa'): only before a UK or Canadian postcode
+    lword = r"[^\W\d_](?:[^\W\d_]|['’.-])*(?![\w])"
+    lower_city = rf"{lword}(?:[ \t]+{lword}){{0,2}}"
     octet = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
     us_street = (
         rf"(?<![\w.,/-]){house}(?:[ \t]+{house})?[ \t]+(?:{DIRECTIONS}\.?[ \t]+)?"
@@ -666,6 +729,8 @@ def _py() -> _Py:
         strong_cue=re.compile(rf"(?i:{strong_intros})\b\s*:?\s*|{native_intros}"),
         greeting=re.compile(rf"(?i:{greetings})\b"),
         cjk_run=re.compile(rf"[{CJK_LETTERS}][{CJK_LETTERS}・ー]*"),
+        chinese_intro=re.compile("|".join(CHINESE_INTROS)),
+        chinese_after_name=re.compile(CHINESE_AFTER_NAME),
         non_latin_word=re.compile(
             rf"(?:(?=[^\W\d_])[{NON_LATIN_CASED}])+(?:-(?:(?=[^\W\d_])[{NON_LATIN_CASED}])+)*"
         ),
@@ -682,6 +747,10 @@ def _py() -> _Py:
         po_box=re.compile(po_box),
         military=re.compile(military),
         zip_cue=re.compile(zip_cue),
+        # 'CP 1100-053': Portuguese 'código postal' before a postcode of that form only
+        cp_cue=re.compile(r"(?<![\w.])(?:CP|C\.P\.)[ \t]*:?[ \t]*(\d{4}-\d{3})(?![\w-])"),
+        # a full UK postcode, upper case, one space ('SW1A 1AA'): see _check_postcode
+        uk_postcode=re.compile(r"(?<![\w'’-])([A-Z]{1,2}\d[A-Z\d]?) (\d[A-Z]{2})(?![\w'’-])"),
         prefix_street=re.compile(
             rf"(?<![\w.,/-])(?:(?P<num1>{house})[ \t]+)?(?:{house}[ \t]+)?"
             rf"(?P<type>(?i:{_alt(STREET_PREFIXES)}))(?:\.?[ \t]+|(?<=/)(?=[{GLUED_STREET_CAPITALS}]))"
@@ -693,9 +762,10 @@ def _py() -> _Py:
         address_cont=re.compile(
             rf"(?P<sep>[ \t]*,[ \t]*(?:\n[ \t]*)?|[ \t]*\n[ \t]*(?:,[ \t]*)?|[ \t]+)"
             rf"(?P<part>(?P<unit>{unit})"
-            rf"|(?P<zip>(?:{zip_})(?![\w'’-]))"
+            rf"|(?P<zip>(?:{zip_}|{zip_any_case})(?![\w'’-]))"
             rf"|(?P<state>(?:{state})(?![\w'’-])(?:[ \t]+(?:{zip_})(?![\w'’-]))?)"
-            rf"|(?P<city>{city}(?:[ \t]*,?[ \t]*(?:{state})(?![\w'’-]))?(?:[ \t]+(?:{zip_})(?![\w'’-]))?))"
+            rf"|(?P<city>{city}(?:[ \t]*,?[ \t]*(?:{state})(?![\w'’-]))?(?:[ \t]+(?:{zip_})(?![\w'’-]))?)"
+            rf"|(?P<lcity>{lower_city})[ \t]+(?P<lzip>{zip_any_case})(?![\w'’-]))"
         ),
         body_token=re.compile(
             rf"[ \t]*(?:(?P<nl>\n[ \t]*)|(?P<comma>,)|(?P<num>{house})(?![\w'’])\.?"
@@ -758,8 +828,13 @@ def _rust() -> dict[str, str]:
                 rf"{b}(?i:box)[ \t]+\d|{b}(?i:[afd]po)[ \t]+(?i:a[aep])[ \t]+\d",
                 # a US/European postcode, or a UK or Canadian one's outward code ('SW1A', 'K1A', 'sw1a')
                 rf"{b}(?i:zip|postal|post)[^\n\d]{{0,14}}(?:\d{{4}}|[A-Za-z]\d)",
+                # a Portuguese postcode after 'CP' ('código postal': 'CP 1100-053')
+                rf"{b}(?:CP|C\.P\.)[ \t]*:?[ \t]*\d{{4}}-\d{{3}}",
             )
         ),
+        # a full UK postcode, no cue needed ('SW1A 1AA'): a pass of its own, as in 'addr_word'
+        # a street-prefix match ahead of it could take its first half ('via SW1A 1')
+        "postcode": rf"{b}[A-Z]{{1,2}}[0-9][A-Z0-9]? [0-9][A-Z]{{2}}{b}",
         "addr_cue": _address_cue_pattern(b, s),
         "cue": _cue_pattern(b, up, s, up) + "|" + _vocative_pattern(b, up, s) + "|" + _lower_cue_pattern(b, s),
         # in a text without capitals: where Python's cue pattern may start (no follower)
@@ -775,10 +850,16 @@ def _rust() -> dict[str, str]:
         "digit": r"\d",
         "ip_gate": r"\d|:[0-9A-Fa-f]{0,4}:",  # IPv4 needs digits, IPv6 two close colons
         "obf_gate": r"[\[(](?i:at)[\])]",
+        # a space, a digit, two capitals: a literal-led scan (~4x faster than the postcode
+        # pattern on the texts with digits, which would otherwise all meet it)
+        "postcode_gate": r" [0-9][A-Z][A-Z]",
     }
 
 
 _GATES = ("upper", "digit", "ip_gate", "obf_gate")
+# Gates scanned only when a kind they gate is asked for (the others are columns of every
+# batch); each is written to mean the same to Python's ``re`` (see _few_items)
+_LAZY_GATES = ("postcode_gate",)
 # Candidate kinds by the gate their texts must pass (None: every text). Every match of
 # these patterns holds a digit, and so does every address Python accepts after a cue.
 _GATED_KINDS: dict[str | None, tuple[str, ...]] = {
@@ -786,6 +867,7 @@ _GATED_KINDS: dict[str | None, tuple[str, ...]] = {
     "obf_gate": ("email_obf",),
     "ip_gate": ("ip",),
     "digit": ("num", "iban", "card_tail", "addr_num", "addr_word", "addr_cue"),
+    "postcode_gate": ("postcode",),
     "upper": ("cue",),
     "lower": ("cue_lower",),
 }
@@ -793,7 +875,7 @@ _GATED_KINDS: dict[str | None, tuple[str, ...]] = {
 
 CANDIDATE_KINDS = (
     "email", "email_obf", "ip", "num", "iban", "card_tail", "addr_num", "addr_word", "addr_cue",
-    "cue", "cue_native",
+    "postcode", "cue", "cue_native",
 )  # fmt: skip
 # What each kind of candidate can turn into ("names": listed names Rust found in a text).
 KIND_ENTITIES: dict[str, frozenset[str]] = {
@@ -806,6 +888,7 @@ KIND_ENTITIES: dict[str, frozenset[str]] = {
     "addr_num": frozenset({"STREET_ADDRESS"}),
     "addr_word": frozenset({"STREET_ADDRESS"}),
     "addr_cue": frozenset({"STREET_ADDRESS"}),
+    "postcode": frozenset({"STREET_ADDRESS"}),
     "cue": frozenset({"PERSON"}),
     "cue_native": frozenset({"PERSON"}),
     "names": frozenset({"PERSON"}),
@@ -1381,7 +1464,8 @@ def _caseless_name(text: str, cue: re.Match[str], p: _Py) -> Iterator[Candidate]
         return
     after_i_am = text[cue.start()] in "iI"
     if p.cjk_run.match(text, pos):
-        found = _cjk_name(text, pos, p, after_i_am)
+        chinese = p.chinese_intro.search(text, cue.start(), pos) is not None
+        found = _cjk_name(text, pos, p, after_i_am, chinese)
         if found is not None:
             yield found
     elif not after_i_am:
@@ -1417,17 +1501,24 @@ def _non_latin_lower_name(text: str, pos: int, p: _Py) -> Candidate:
     return ("PERSON", pos, ends[-1] if not after or after in NON_LATIN_NAME_END else ends[0])
 
 
-def _cjk_name(text: str, pos: int, p: _Py, after_i_am: bool) -> Candidate | None:
+def _cjk_name(
+    text: str, pos: int, p: _Py, after_i_am: bool, chinese: bool = False
+) -> Candidate | None:
     """The name in a caseless script at ``pos``, right after a strong cue; None if too long.
 
     A run of Han, katakana or Hangul letters ('山田太郎'), or two runs with one space or a
     '・' between ('山田 太郎'), with a Korean copula cut off ('김민수입니다'). A longer run is
-    a sentence without a stop ('我叫李明今年二十岁'), where the name's end is unknown.
+    a sentence without a stop, where the name's end is unknown; after a Chinese intro
+    (``chinese``) a run of Han letters is cut where the sentence goes on (see
+    _chinese_name_end: '我叫李明今年二十岁').
     """
     m = p.cjk_run.match(text, pos)
     if m is None:
         return None
     end = m.end()
+    if chinese and all("\u3400" <= c <= "\u9fff" or "\uf900" <= c <= "\ufaff" for c in m.group()):
+        cut = _chinese_name_end(text, pos, end, p)
+        return None if cut is None else ("PERSON", pos, cut)
     if text[end : end + 1] in (" ", "\u3000", "・"):
         more = p.cjk_run.match(text, end + 1)
         if more is not None and _cjk_name_len_ok(text[pos : more.end()]):
@@ -1441,6 +1532,32 @@ def _cjk_name(text: str, pos: int, p: _Py, after_i_am: bool) -> Candidate | None
     if not _cjk_name_len_ok(name) or (after_i_am and name.endswith("人")):
         return None
     return ("PERSON", pos, end)
+
+
+def _chinese_name_end(text: str, pos: int, end: int, p: _Py) -> int | None:
+    """Where a Chinese name after an intro ends in the Han run ``text[pos:end]``; None: no name.
+
+    Chinese puts no space or stop after a name ('我叫李明今年二十岁'). A run of up to
+    CJK_NAME_MAX characters is taken whole, as before, but cut before the first word
+    that goes on with the sentence (CHINESE_AFTER_NAME: '是', '今年', '二十岁') once it has
+    two characters, three after a compound surname ('我叫李明是学生'). A longer run is a
+    name only if it starts with a listed surname: then the surname and one character
+    when such a word follows them ('李明|今年'), else the surname and two ('王小明今年...',
+    '张伟华北京人...'). A run that starts with such a word is no name: '叫' is also 'to call
+    for' or 'tell' ('我叫了一辆车', '我叫他明天再来').
+    """
+    if end - pos < 2 or p.chinese_after_name.match(text, pos):
+        return None
+    surname = 2 if text[pos : pos + 2] in CHINESE_COMPOUND_SURNAMES else 1
+    if end - pos > CJK_NAME_MAX:
+        if surname == 1 and text[pos] not in CHINESE_SURNAMES:
+            return None
+        short = pos + surname + 1
+        return short if p.chinese_after_name.match(text, short) else short + 1
+    for cut in range(pos + min(surname + 1, end - pos), end):
+        if p.chinese_after_name.match(text, cut):
+            return cut
+    return end
 
 
 def _cjk_name_len_ok(name: str) -> bool:
@@ -1495,6 +1612,8 @@ def _check_address(
         forms, lo = [(p.po_box, 0), (p.military, 0)], max(0, start - ADDRESS_MARGIN_BACK // 3)
     elif head.startswith(("zip", "post")):  # 'zip', 'postal', 'postcode:', 'zip:90210'
         forms, lo = [(p.zip_cue, 1)], start
+    elif head.startswith(("cp", "c.p")):  # 'CP 1100-053', 'C.P. 4000-123', 'CP:1100-053'
+        forms, lo = [(p.cp_cue, 1)], start
     else:
         lo = max(0, start - ADDRESS_MARGIN_BACK)
         after, fused = _type_words_before_numbers(text, lo, hi, p)
@@ -1663,13 +1782,26 @@ def _street_vocabulary() -> frozenset[str]:
 
 
 def _extend_address(text: str, end: int, lowercase_mode: bool, p: _Py) -> int:
-    """Extend an address over the unit, city, state and postcode parts that follow it."""
+    """Extend an address over the unit, city, state and postcode parts that follow it.
+
+    A UK or Canadian postcode counts in any case when its letters are valid ones, and so
+    does a lower-case city right before one ('10 Downing Street, london sw1a 2aa').
+    """
     lex = lexicon()
     vocab = _street_vocabulary()
     for _ in range(MAX_ADDRESS_PARTS):
         m = p.address_cont.match(text, end)
         if not m:
             break
+        zip_ = m.group("zip")
+        if zip_ is not None and zip_.upper() != zip_ and not postcode_valid(zip_):
+            break  # 'ab12 3cd' typed in lower case must be a real UK or Canadian postcode
+        if m.group("lcity") is not None:
+            words = m.group("lcity").split()
+            if not postcode_valid(m.group("lzip")) or any(
+                w.lower() in STOPWORDS or w.lower() in lex.common for w in words
+            ):
+                break
         city = m.group("city")
         if city is not None:
             if "\n" not in m.group("sep") and "," not in m.group("sep") and not city[:1].isupper():
@@ -1685,6 +1817,44 @@ def _extend_address(text: str, end: int, lowercase_mode: bool, p: _Py) -> int:
                 break
         end = m.end()
     return end
+
+
+def postcode_valid(code: str) -> bool:
+    """A UK ('SW1A 1AA') or Canadian ('K1A 0B1') postcode, in any case, one space or none.
+
+    UK: a known postcode area, the letters each place of the district may hold ('W1A',
+    'EC1A'), and an inward code of a digit and two letters from UK_INWARD_LETTERS.
+    Canada: letter, digit, letter, digit, letter, digit from the letters Canada Post uses.
+    """
+    code = code.upper().replace(" ", "").replace("\t", "")
+    canadian = len(code) == 6 and code[1::2].isdigit() and code[0::2].isalpha()  # 'K1A0B1'
+    if canadian and code[0] in CA_FIRST_LETTERS and all(c in CA_LETTERS for c in code[2::2]):
+        return True
+    outward, inward = code[:-3], code[-3:]
+    if not (inward[:1].isdigit() and all(c in UK_INWARD_LETTERS for c in inward[1:])):
+        return False
+    area = outward[:2] if outward[1:2].isalpha() else outward[:1]
+    district = outward[len(area) :]
+    if area not in UK_POSTCODE_AREAS or not district[:1].isdigit() or not 1 <= len(district) <= 2:
+        return False
+    last = district[1:]
+    return not last or last.isdigit() or last in UK_DISTRICT_LETTERS[len(area) - 1]
+
+
+def _check_postcode(text: str, start: int, end: int, p: _Py) -> Iterator[Candidate]:
+    """A full UK postcode with no cue or street ('Send it to SW1A 1AA'): upper case, one space.
+
+    Also a valid one whose inward code reads as a size or an ordinal ('M2 1TB', 'B12 2ND')
+    is left alone: without a cue nothing says it is a postcode.
+    """
+    m = p.uk_postcode.match(text, start, min(len(text), end + 1))
+    if m is None:
+        return
+    inward = m.group(2)
+    if inward[1:] in POSTCODE_LOOKALIKE_INWARDS or inward[1:] == ORDINAL_ENDINGS.get(inward[0], "TH"):
+        return
+    if postcode_valid(m.group(0)):
+        yield ("STREET_ADDRESS", m.start(), m.end())
 
 
 # =======================================================================================
@@ -1799,7 +1969,10 @@ def _candidates(texts: pl.Series, kinds: frozenset[str] = ALL_KINDS) -> tuple[pl
     parts = [pl.DataFrame(schema={"idx": base.schema["idx"], "kind": pl.UInt8, "v": pl.String})]
     for gate, gated in _GATED_KINDS.items():
         gated = tuple(k for k in gated if k.removesuffix("_lower") in kinds)
-        rows = base.filter(gate) if gate and gated else base
+        if gate in _LAZY_GATES and gated:
+            rows = base.filter(t.str.contains(rx[gate]))
+        else:
+            rows = base.filter(gate) if gate and gated else base
         if rows.height:
             # a greeting to no one in particular leads Python to no name: not worth its look
             parts.extend(_extract(rows, rx[k], _slot(k), rx.get(f"{k}_filler")) for k in gated)
@@ -1919,13 +2092,21 @@ def _few_items(texts: pl.Series, kinds: frozenset[str] = ALL_KINDS) -> list[Item
 
     Why: a polars call costs ~0.1 ms whatever its size and the gated path makes dozens;
     for a few texts (``scrub_text`` has one) running every pattern on every text is
-    cheaper. Same candidates: a gate only skips texts its patterns cannot match.
+    cheaper. Same candidates: a gate only skips texts its patterns cannot match. A lazy
+    gate (_LAZY_GATES) is looked for here in Python first: polars compiles each pattern on
+    every call (~60 µs for the postcode one, ~5% of a ``scrub_text``), and a pattern no
+    text can match is left out.
     """
     rx = _rust()
     t = pl.col("t")
     lower = t.str.len_bytes().gt(0) & ~t.str.contains(rx["upper"])
     none = pl.lit(None, dtype=pl.List(pl.String))
-    patterns = {k: t.str.extract_all(rx[k]) for k in CANDIDATE_KINDS if k != "cue" and k in kinds}
+    closed = _closed_lazy_kinds(texts.to_list())
+    patterns = {
+        k: t.str.extract_all(rx[k])
+        for k in CANDIDATE_KINDS
+        if k != "cue" and k in kinds and k not in closed
+    }
     if "cue" in kinds:
         patterns["cue"] = (
             pl.when(lower).then(t.str.extract_all(rx["cue_lower"])).otherwise(t.str.extract_all(rx["cue"]))
@@ -1944,6 +2125,22 @@ def _few_items(texts: pl.Series, kinds: frozenset[str] = ALL_KINDS) -> list[Item
         if (row["lower"] and names) or any(cands):
             items.append((i, row["t"], bool(row["lower"]), cands))
     return items
+
+
+def _closed_lazy_kinds(values: Sequence[str | None]) -> frozenset[str]:
+    """The kinds of the lazy gates that none of ``values`` passes (see _few_items)."""
+    closed: set[str] = set()
+    for gate in _LAZY_GATES:
+        found = _lazy_gate_re(gate).search
+        if not any(v and found(v) for v in values):
+            closed.update(_GATED_KINDS[gate])
+    return frozenset(closed)
+
+
+@functools.cache
+def _lazy_gate_re(gate: str) -> re.Pattern[str]:
+    """A lazy gate for Python's ``re``: written (ASCII classes, no look-around) to mean the same there."""
+    return re.compile(_rust()[gate])
 
 
 def _assemble(frame: pl.DataFrame, long: pl.DataFrame) -> list[Item]:
@@ -1976,7 +2173,7 @@ def detect_item(
     """
     p = _py()
     _, text, lower, cands = item
-    email, email_obf, ip, num, iban, card_tail, addr_num, addr_word, addr_cue, cue, native, names = cands
+    email, email_obf, ip, num, iban, card_tail, addr_num, addr_word, addr_cue, postcode, cue, native, names = cands
     found: list[Candidate] = []
     for values in (email, email_obf):
         if values:
@@ -1995,6 +2192,8 @@ def detect_item(
             found.extend(_checked(text, addr, lambda s, e: _check_address(text, s, e, lower, p)))
     if addr_cue:
         found.extend(_checked(text, addr_cue, lambda s, _: _check_address_cue(text, s, lower, p)))
+    if postcode:
+        found.extend(_checked(text, postcode, lambda s, e: _check_postcode(text, s, e, p)))
     if lower and "names" in kinds:  # no capitals anywhere: look at the whole text, not around capitals
         if cue or native:  # no Python cue starts before the first Rust one: scan from there
             first = min(text.find(values[0]) for values in (cue, native) if values)

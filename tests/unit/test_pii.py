@@ -596,7 +596,7 @@ def test_a_lower_case_name_after_a_greeting_in_mixed_case_text(text, expected):
     ("山田太郎さんは東京に住んでいます。", "山田太郎さんは東京に住んでいます。"),
     ("Иван Петров приехал вчера.", "Иван Петров приехал вчера."),
     ("Thanks, 谢谢你的帮助", "Thanks, 谢谢你的帮助"),
-    ("我叫李明今年二十岁在北京工作", "我叫李明今年二十岁在北京工作"),
+    ("我叫外卖送到公司楼下", "我叫外卖送到公司楼下"),  # 'I ordered takeout ...': no surname, no stop
     ("I am 日本人 and I like it", "I am 日本人 and I like it"),
     ("This is 東京, a big city", "This is 東京, a big city"),
 ])
@@ -625,6 +625,8 @@ def test_few_and_many_texts_give_the_same_spans_for_the_new_cues(monkeypatch):
         "Hi john how are you", "Привет, меня зовут иван петров.", "my postcode is sw1a 1aa",
         "C/ Mayor 10", "C/Mayor 10", "Rua Augusta 100, 1100-053 Lisboa",
         "?phone=%2B1%20415%20555%200132", "+1+415+555+0132", "?q=call%20415%20555%200132",
+        "Send it to SW1A 1AA please", "10 Downing Street, london sw1a 2aa", "CP 1100-053",
+        "我叫李明今年二十岁",
     ]  # fmt: skip
     series = pl.Series(texts, dtype=pl.String)
     monkeypatch.setattr(pii, "FEW_TEXTS", 0)
@@ -775,3 +777,112 @@ def test_every_chained_cue_passes_the_word_check(cue):
     text = f"Hi, {cue} Tihomir"
     match = pii._chained_cue(text, len("Hi, "), pii._py())
     assert match is not None and text[match.end() :].startswith("Tihomir"), cue
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("10 Downing Street, london sw1a 2aa", "<STREET_ADDRESS>"),
+        ("10 Downing Street, London sw1a 2aa", "<STREET_ADDRESS>"),
+        ("10 downing street, london sw1a 2aa", "<STREET_ADDRESS>"),
+        ("10 Downing Street, sw1a 2aa", "<STREET_ADDRESS>"),
+        ("23 Maple Street, toronto m6c 1r5, ok", "<STREET_ADDRESS>, ok"),
+        ("Send it to 5 Oak Road, milton keynes mk9 2aa please", "Send it to <STREET_ADDRESS> please"),
+        # no UK area 'ZZ', an ordinal is no inward code, a function word is no city
+        ("10 Downing Street, london zz1 2aa", "<STREET_ADDRESS>, london zz1 2aa"),
+        ("5 Oak Road, room b2 2nd", "<STREET_ADDRESS>, room b2 2nd"),
+        ("5 Oak Road, then b2 4qa", "<STREET_ADDRESS>, then b2 4qa"),
+    ],
+)
+def test_a_lower_case_postcode_after_a_street_or_city_is_masked(text, expected):
+    """Found by the leak hunt: '10 Downing Street, london sw1a 2aa' kept the postcode (the
+    address took a capitalised city and an upper-case postcode only)."""
+    assert_masks_to(text, expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Send it to SW1A 1AA please", "Send it to <STREET_ADDRESS> please"),
+        ("Our office: EC1A 1BB.", "Our office: <STREET_ADDRESS>."),
+        ("Deliveries go to B2 4QA by noon", "Deliveries go to <STREET_ADDRESS> by noon"),
+        ("I work in London W1A 1AA now", "I work in London <STREET_ADDRESS> now"),
+        ("NW10 6XE", "<STREET_ADDRESS>"),
+        # every rule of a postcode holds, so it is one as far as the text can tell
+        ("B2 1BB", "<STREET_ADDRESS>"),
+        # no UK area ('A', 'ZZ', 'Q'), letters no inward code uses ('PK', 'PM'), a size or an
+        # ordinal as the inward code, no space, lower case without a cue or a street
+        ("Print it on A4 2PK paper", None),
+        ("The RTX 4090 has 24GB", None),
+        ("an M2 1TB SSD, a B2 8GB plan, XL 2XL", None),
+        ("take the B12 2ND dose", None),
+        ("Q1 2FY results, ZZ1 1AA, meet SE1 2PM", None),
+        ("SW1A1AA", None),
+        ("send it to sw1a 1aa", None),
+    ],
+)
+def test_a_full_uk_postcode_without_a_cue_is_masked(text, expected):
+    """Found by the leak hunt: 'Send it to SW1A 1AA' kept the postcode (no cue, no street)."""
+    assert_masks_to(text, expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # the cue stays, as 'código postal <STREET_ADDRESS>' does
+        ("CP 1100-053", "CP <STREET_ADDRESS>"),
+        ("CP 1100-053 Lisboa", "CP <STREET_ADDRESS>"),
+        ("Morada: C.P. 4000-123 Porto", "Morada: C.P. <STREET_ADDRESS>"),
+        ("envie para CP: 1100-053, obrigado", "envie para CP: <STREET_ADDRESS>, obrigado"),
+        # 'CP' alone, before another number, or inside a word
+        ("CP", None),
+        ("CP 3", None),
+        ("the CP 3 violation in 2024", None),
+        ("CPU 1100-053", None),
+    ],
+)
+def test_a_portuguese_postcode_after_cp_is_masked(text, expected):
+    """Found by the leak hunt: 'CP 1100-053' ('código postal') kept the postcode."""
+    assert_masks_to(text, expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("我叫李明今年二十岁", "我叫<PERSON>今年二十岁"),
+        ("我叫李明今年二十岁在北京工作", "我叫<PERSON>今年二十岁在北京工作"),
+        ("我叫王小明今年十岁", "我叫<PERSON>今年十岁"),
+        ("我叫李明是学生", "我叫<PERSON>是学生"),
+        ("我叫欧阳娜娜来自台北", "我叫<PERSON>来自台北"),
+        ("我的名字是陳大文現在住在香港", "我的名字是<PERSON>現在住在香港"),
+        # no stop word in reach: a listed surname and two more characters
+        ("我叫张伟华北京人在上海工作", "我叫<PERSON>北京人在上海工作"),
+        # a name that ends the run is taken whole, as before
+        ("你好，我叫王小明。", "你好，我叫<PERSON>。"),
+        # '叫' as 'order' or 'tell' ('我叫了一辆车', '我叫他...'): no name; a Japanese cue is
+        # not cut at a Chinese stop word ('今日子' is a name)
+        ("我叫了一辆出租车", None),
+        ("我叫他明天再来", None),
+        ("我叫外卖送到公司楼下", None),
+        ("私の名前は田中今日子です。", "私の名前は<PERSON>です。"),
+    ],
+)
+def test_a_chinese_name_run_into_the_sentence_after_a_strong_cue(text, expected):
+    """Found by the leak hunt: '我叫李明今年二十岁' kept the name (no stop after it, so the
+    run was too long to be a name and nothing was taken)."""
+    assert_masks_to(text, expected)
+
+
+def test_the_postcode_gate_reads_the_same_in_both_engines_and_passes_every_candidate():
+    """The single-text path looks for a lazy gate with Python's re and the batch path with
+    polars: both must agree, and a text the gate refuses must hold no postcode candidate."""
+    probes = [
+        "SW1A 1AA", "x 1AB", "a 1ab", "1AB", " 1A", "B2 4QA.", "RTX 4090", "é 9ZZ", "\t1AB", " ９AB",
+        "  2TB", "EC1A 1BB-ish", "",
+    ]  # fmt: skip
+    gate, pattern = pii._rust()["postcode_gate"], pii._rust()["postcode"]
+    series = pl.Series(probes, dtype=pl.String)
+    in_polars = series.str.contains(gate).to_list()
+    assert in_polars == [bool(pii._lazy_gate_re("postcode_gate").search(v)) for v in probes]
+    for value, passes, found in zip(probes, in_polars, series.str.extract_all(pattern).to_list(), strict=True):
+        assert passes or not found, value
