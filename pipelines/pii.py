@@ -978,12 +978,14 @@ def _checked(text: str, items: Sequence[str] | None, check: Check) -> Iterator[C
         pos = text.find(item, max(cursor, resume.get(item, 0)))
         if pos < 0:
             continue
-        cursor = pos + len(item)  # the Rust match is here or later, and so the next one is after this
+        # the Rust match is here or later, so the next one is after here: it is looked for
+        # from here even when a later occurrence of this string is the one taken, or the
+        # matches in between would be skipped ('A415-555-0134: card ..., 415-555-0134')
+        cursor = pos + len(item)
         while pos >= 0:
             found = list(check(pos, pos + len(item)))
             if found:
                 yield from found
-                cursor = max(cursor, pos + len(item))
                 break
             pos = text.find(item, pos + 1)
         resume[item] = pos + 1 if pos >= 0 else len(text) + 1

@@ -241,6 +241,12 @@ def test_glued_values_are_rescanned_to_a_fixed_point(text, expected):
         ("Hi StMr. Smith and Mr. Smith", "Hi <PERSON>. <PERSON> and Mr. <PERSON>"),
         # the same refused number many times, then a phone: each occurrence checked once
         ("ref 123456 " * 300 + "call 415-555-0134", "ref 123456 " * 300 + "call <PHONE>"),
+        # the first number is refused where it first occurs (glued to a letter) and taken
+        # at its next occurrence: the card between the two must still be checked
+        ("Ref A415-555-0134: card 4111 1111 1111 1111, phone 415-555-0134",
+         "Ref A415-555-0134: card <CREDIT_CARD>, phone <PHONE>"),
+        ("ticket 4155550134x paid by 4111 1111 1111 1111 / SSN 123-45-6789, call 4155550134",
+         "ticket 4155550134x paid by <CREDIT_CARD> / SSN <US_SSN>, call <PHONE>"),
     ],
 )
 def test_a_match_is_checked_where_it_is_not_where_its_string_first_occurs(text, expected):
