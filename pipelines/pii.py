@@ -9,7 +9,8 @@ and no model may be downloaded. Detection here is patterns plus validation:
   1234"), IBAN (per-country length + mod-97).
 - PERSON: bundled first-name/surname lists (``resources/pii``), runs of capitalised
   words, honorifics and cue phrases ("my name is", "Dear X", "Hi X,", "Regards,\\nX"),
-  with guards against capitalised common words, calendar words and product names; a
+  with guards against capitalised common words, calendar words and product names; an
+  unlisted or ambiguous name in a list with a listed one ("Siobhan and Mark"); a
   name in Cyrillic, Greek or a CJK script after a strong cue ("меня зовут", "我叫",
   "my name is 山田太郎"), in lower case too ("меня зовут иван"); a Chinese one also where
   the sentence runs on after it ("我叫李明今年二十岁").
@@ -764,7 +765,8 @@ def _py() -> _Py:
             rf"(?P<part>(?P<unit>{unit})"
             rf"|(?P<zip>(?:{zip_}|{zip_any_case})(?![\w'’-]))"
             rf"|(?P<state>(?:{state})(?![\w'’-])(?:[ \t]+(?:{zip_})(?![\w'’-]))?)"
-            rf"|(?P<city>{city}(?:[ \t]*,?[ \t]*(?:{state})(?![\w'’-]))?(?:[ \t]+(?:{zip_})(?![\w'’-]))?)"
+            rf"|(?P<city>{city}(?:[ \t]*,?[ \t]*(?P<cstate>{state})(?![\w'’-]))?"
+            rf"(?:[ \t]+(?P<czip>{zip_})(?![\w'’-]))?)"
             rf"|(?P<lcity>{lower_city})[ \t]+(?P<lzip>{zip_any_case})(?![\w'’-]))"
         ),
         body_token=re.compile(
@@ -775,15 +777,19 @@ def _py() -> _Py:
 
 
 def _address_cue_pattern(b: str, s: str) -> str:
-    """Phrases after which an address is written ('lives at', 'ship it to', 'address:')."""
+    """Phrases after which an address is written ('lives at', 'ship it to', 'address:').
+
+    'address:' ends in no word boundary: the colon is followed by a space or the value
+    ('Address: Grote Baan 477'), so only the phrases that end in a word need one after.
+    """
     return (
-        rf"{b}(?i:address(?:{s}+is|{s}*:)|(?:lives?|living|resides?|residing|located|based"
+        rf"{b}(?i:address{s}*:|(?:address{s}+is|(?:lives?|living|resides?|residing|located|based"
         rf"|stay(?:s|ing)?|arrived|meet{s}+(?:me|us)|(?:office|home|house){s}+is){s}+at"
         rf"|(?:moved|moving|relocated|relocating){s}+to"
         rf"|(?:ship(?:ped|ping)?|deliver(?:ed|y)?|send|sent|mail(?:ed)?|post(?:ed)?"
         rf"|return(?:ed)?|forward(?:ed)?)(?:{s}+(?:it|them|this|that|a{s}+new{s}+one"
-        rf"|the{s}+\w+))?{s}+to|corner{s}+of|address{s}+(?:with|to)|new{s}+address)"
-        rf"{b}[ \t]*:?[ \t]*(?:\n[ \t]*)*"
+        rf"|the{s}+\w+))?{s}+to|corner{s}+of|address{s}+(?:with|to)|new{s}+address(?:{s}+is)?){b})"
+        rf"[ \t]*:?[ \t]*(?:\n[ \t]*)*"
     )
 
 
@@ -1242,10 +1248,19 @@ def _is_sentence_start(text: str, start: int) -> bool:
     return i < 0 or text[i] in ".!?\n:;"
 
 
+_LEAD = -1  # in _names_in: an unlisted word at a sentence start, a name only as an item of a list
+
+
 def _names_in(text: str, start: int, end: int, lowercase_mode: bool, p: _Py) -> Iterator[Candidate]:
-    """Runs of adjacent capitalised tokens in ``text[start:end]`` holding a strong name."""
+    """Runs of adjacent capitalised tokens in ``text[start:end]`` holding a strong name.
+
+    In mixed-case text, also every run of a list of names that holds one (see
+    :func:`_accept_runs`).
+    """
     token_re = p.any_token if lowercase_mode else p.cap_token
     run: list[tuple[int, int, int]] = []  # (start, end, class)
+    runs: list[list[tuple[int, int, int]]] = []  # every run, in order (for lists of names)
+    listed = False  # two runs of mixed-case text are joined as items of a list ('Ana and Ben')
     place_end = -1  # end of a place prefix ("San", "New") the next token may continue
     for m in token_re.finditer(text, start, end):
         tok = m.group()
@@ -1261,16 +1276,87 @@ def _names_in(text: str, start: int, end: int, lowercase_mode: bool, p: _Py) -> 
                 cls = _OTHER  # "will", "mark": in lower-case text only listed, unambiguous names
         else:
             if cls == _UNKNOWN and _is_sentence_start(text, tok_start):
-                cls = _OTHER  # a capital after a full stop is no evidence
+                cls = _LEAD  # a capital after a full stop is no evidence (but a list item may be)
             if tok_end - tok_start == 1:
                 cls = _UNKNOWN if text[tok_end : tok_end + 1] == "." and tok not in "AI" else _OTHER
-        if run and (cls == _OTHER or not _joinable(text, run[-1][1], tok_start, p)):
+        if run and (cls <= _OTHER or not _joinable(text, run[-1][1], tok_start, p)):
             yield from _accept_run(text, run, p)
+            runs.append(run)
             run = []
-        if cls != _OTHER:
+        if cls > _OTHER:
+            # a run starts: is it the next item of a list? (no token may stand between:
+            # the gap of a list holds none)
+            if not (run or listed) and runs:
+                listed = _list_gap(text, runs[-1][-1][1], tok_start) is not None
             run.append((tok_start, tok_start + core_len, cls))
+        elif cls == _LEAD:  # after a sentence's end, so never after a list's gap
+            runs.append([(tok_start, tok_start + core_len, cls)])  # a run of its own
     if run:
         yield from _accept_run(text, run, p)
+        runs.append(run)
+    if listed and not lowercase_mode:
+        yield from _accept_runs(text, runs, p)
+
+
+# What joins two items of a list of names ('Ana, Ben and Cleo', 'Sousa & Ball', 'Ana or Ben')
+_NAME_LIST_GAP = re.compile(r",[ \t]*(?:(?:and|or|&)[ \t]+)?|[ \t]+(?:and|or|&)[ \t]+")
+MIN_NAME_LIST_ITEMS = 3  # fewer: two names joined by 'and', '&' or 'or', with no comma
+_NUMBER_AFTER = re.compile(r"[ \t]+\d")  # 'Priya and Truhlářská 996': a street or a version, no name
+# Listed names that in a list are a relation or a firm's name ('Steptoe and Son'), no person
+NOT_LIST_NAMES = frozenset(("son", "sister", "brother", "daughter", "mother", "father", "baby"))
+
+
+def _list_gap(text: str, end: int, start: int) -> re.Match[str] | None:
+    """``text[end:start]`` joins two items of a list of names (``end < start``).
+
+    Most gaps between two runs are a space and a word ('Priya went'): its first letter
+    rules them out before the pattern is tried.
+    """
+    first = text[end]
+    if first == "," or (first in " \t" and text[end + 1] in "ao& \t"):
+        return _NAME_LIST_GAP.fullmatch(text, end, start)
+    return None
+
+
+def _accept_runs(text: str, runs: list[list[tuple[int, int, int]]], p: _Py) -> Iterator[Candidate]:
+    """The runs of mixed-case text that are names as items of a list of names holding a
+    strong one (those holding a strong name themselves are names already).
+
+    Why: a name no list has as a sure one ('Mark' is also a word, 'Zulunil' is in no list)
+    is a name as an item of a list with a sure one ('Siobhan and Mark', 'Zulunil, Siobhan
+    and Abakumova'). A list is three runs or more joined by ', ', 'and', 'or' or '&', or
+    two joined by 'and', '&' or 'or' alone: two joined by a comma are as often a name and
+    the sentence after it ('Priya, Zendesk is down', 'based in London, and Priya is').
+    An item of such a list is no name where :func:`_list_item_ok` says so.
+    """
+    strong = [any(cls == _STRONG for _, _, cls in run) for run in runs]
+    i, n = 0, len(runs)
+    while i < n - 1:
+        j, comma = i, False
+        while j + 1 < n and (gap := _list_gap(text, runs[j][-1][1], runs[j + 1][0][0])):
+            comma = comma or "," in gap.group()
+            j += 1
+        if (j - i + 1 >= MIN_NAME_LIST_ITEMS or (j > i and not comma)) and any(strong[i : j + 1]):
+            for k in range(i, j + 1):  # the parts with no strong name of its runs
+                if (not strong[k] or len(runs[k]) > MAX_NAME_TOKENS) and _list_item_ok(text, runs[k]):
+                    yield from _accept_run(text, runs[k], p, listed=True)
+        i = j + 1
+
+
+def _list_item_ok(text: str, run: list[tuple[int, int, int]]) -> bool:
+    """An item of a list of names is one: no number follows it (a street or a version: 'Priya
+    and Truhlářská 996'), no 'the' goes before it ('the Ngai Tahu and ... tribes'), and no
+    word of it is a place ('London', 'Jordan'), a relation ('Steptoe and Son') or a function
+    word that a name list has too ('Marge Simpson or The Simpsons')."""
+    start = run[0][0]
+    if _NUMBER_AFTER.match(text, run[-1][1]) or text[max(0, start - 4) : start].lower() == "the ":
+        return False
+    places = lexicon().places
+    for s, e, _ in run:
+        word = text[s:e].lower()
+        if word in places or word in NOT_LIST_NAMES or word in STOPWORDS:
+            return False
+    return True
 
 
 @functools.lru_cache(maxsize=TOKEN_CACHE_SIZE)
@@ -1298,10 +1384,14 @@ def _joinable(text: str, prev_end: int, start: int, p: _Py) -> bool:
     return bool(p.particle_gap.match(gap))
 
 
-def _accept_run(text: str, run: list[tuple[int, int, int]], p: _Py) -> Iterator[Candidate]:
+def _accept_run(
+    text: str, run: list[tuple[int, int, int]], p: _Py, listed: bool = False
+) -> Iterator[Candidate]:
+    """The parts of a run (MAX_NAME_TOKENS words each) holding a strong name, or, if
+    ``listed`` (the run is an item of a list of names), the parts holding none."""
     for i in range(0, len(run), MAX_NAME_TOKENS):
         chunk = run[i : i + MAX_NAME_TOKENS]
-        if any(cls == _STRONG for _, _, cls in chunk):
+        if any(cls == _STRONG for _, _, cls in chunk) != listed:
             end = chunk[-1][1]
             m = p.name_suffix.match(text, end)
             yield ("PERSON", chunk[0][0], m.end() if m else end)
@@ -1741,7 +1831,9 @@ def _address_body_end(text: str, pos: int, lowercase_mode: bool, p: _Py) -> int:
 
     The body runs over numbers, street/unit words, capitalised words and non-English
     lower-case words, and stops at a function word, a common English word or other
-    punctuation. It counts as an address only with a number and a name-like word.
+    punctuation. It counts as an address only with a number and a name-like word. A dot
+    after its last word stays out ('My new address is Grote Baan 477. Thanks'); one inside
+    it is part of it ('Gyula utca 76., Budapest').
     """
     lex = lexicon()
     vocab = _street_vocabulary()
@@ -1773,7 +1865,8 @@ def _address_body_end(text: str, pos: int, lowercase_mode: bool, p: _Py) -> int:
                 elif low in lex.common:
                     break
                 has_name = True
-        end = i = m.end()
+        i = m.end()
+        end = i - 1 if text[i - 1] == "." else i  # a dot after the last word may be a full stop
     return end if has_number and has_name else pos
 
 
@@ -1790,7 +1883,6 @@ def _extend_address(text: str, end: int, lowercase_mode: bool, p: _Py) -> int:
     does a lower-case city right before one ('10 Downing Street, london sw1a 2aa').
     """
     lex = lexicon()
-    vocab = _street_vocabulary()
     for _ in range(MAX_ADDRESS_PARTS):
         m = p.address_cont.match(text, end)
         if not m:
@@ -1808,17 +1900,75 @@ def _extend_address(text: str, end: int, lowercase_mode: bool, p: _Py) -> int:
         if city is not None:
             if "\n" not in m.group("sep") and "," not in m.group("sep") and not city[:1].isupper():
                 break
-            words = re.findall(r"[^\W\d_][\w'’.-]*", city)
-            if any(
-                w.lower() not in CONNECTORS
-                and w != "nan"
-                and w.lower() not in vocab
-                and (w.lower() in STOPWORDS or (w.lower() in lex.common and not w.isupper()))
-                for w in words
-            ):
+            if not _city_ok(text, m, p):
                 break
         end = m.end()
     return end
+
+
+_US_STATE_SET = frozenset(US_STATES)
+
+
+def _city_ok(text: str, m: re.Match[str], p: _Py) -> bool:
+    """The city part ``m`` of an address (an ``address_cont`` match) reads as a city.
+
+    Its name holds no function word ('then', 'is'), and no common word either unless a
+    postcode (no year) or a state that is no word follows it, in the part ('New York, NY',
+    'New Delhi 110001') or as the next part ('New Milton\\nBH25 6AA'): then the name is a
+    city whatever its words ('Salt Lake City', 'Grand Rapids'), while 'New Year plans' and
+    'Big Sale, OK' are none. The state is no word of the name ('Portland, OR 97201',
+    'Tulsa OK 74103').
+    """
+    if _city_words_ok(_CITY_WORD.findall(m.group("city")), common_ok=False):
+        return True  # most cities: one look at the words, state and postcode included
+    state, postcode = m.group("cstate"), m.group("czip")
+    code = m.start("cstate") if state else m.start("czip") if postcode else m.end("city")
+    words = _CITY_WORD.findall(text, m.start("city"), code)
+    if postcode and not state and len(words) > 1 and words[-1] in _US_STATE_SET:
+        words.pop()  # 'Tulsa OK 74103': the state, read as a word of the city by the pattern
+    if not _city_words_ok(words, common_ok=True):
+        return False
+    if _city_words_ok(words, common_ok=False):
+        return True
+    lex = lexicon()
+    return (
+        bool(state) and state.lower() not in STOPWORDS and state.lower() not in lex.common  # 'Big Sale, OK'
+    ) or _postcode_no_year(postcode) or _postcode_follows(text, m.end(), p)
+
+
+_CITY_WORD = re.compile(r"[^\W\d_][\w'’.-]*")
+
+
+def _city_words_ok(words: Sequence[str], common_ok: bool) -> bool:
+    """No word of a city's name is a function word, nor a common one unless ``common_ok``
+    (connectors, street words and an upper-case word such as 'NEW YORK' aside)."""
+    lex = lexicon()
+    vocab = _street_vocabulary()
+    for w in words:
+        low = w.lower()
+        if low in CONNECTORS or w == "nan" or low in vocab:
+            continue
+        if low in STOPWORDS or (not common_ok and low in lex.common and not w.isupper()):
+            return False
+    return True
+
+
+def _postcode_no_year(code: str | None) -> bool:
+    """``code`` is a postcode that reads as no year ('2024' is a Danish postcode and a year)."""
+    if not code:
+        return False
+    return not (len(code) == 4 and code.isdigit() and code[:2] in ("19", "20"))
+
+
+def _postcode_follows(text: str, pos: int, p: _Py) -> bool:
+    """The address part at ``pos`` is a postcode (with a state or alone) that is no year."""
+    m = p.address_cont.match(text, pos)
+    if m is None or not (m.group("zip") or m.group("state")):
+        return False
+    code = m.group("zip") or m.group("state").split()[-1]
+    if not any(c.isdigit() for c in code):
+        return False
+    return (code.upper() == code or postcode_valid(code)) and _postcode_no_year(code)
 
 
 def postcode_valid(code: str) -> bool:

@@ -892,3 +892,99 @@ def test_the_postcode_gate_reads_the_same_in_both_engines_and_passes_every_candi
     assert in_polars == [bool(pii._lazy_gate_re("postcode_gate").search(v)) for v in probes]
     for value, passes, found in zip(probes, in_polars, series.str.extract_all(pattern).to_list(), strict=True):
         assert passes or not found, value
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("My address: Grote Baan 477, 2000 Antwerpen", "My address: <STREET_ADDRESS>"),
+        ("Address: Trg revolucije 12, Zagreb", "Address: <STREET_ADDRESS>"),
+        ("Address:     Hlíðarvegur 25, Reykjavík", "Address:     <STREET_ADDRESS>"),
+        ("Name: Jane Doe\nAddress:\nSireli 74\nTartu", "Name: <PERSON>\nAddress:\n<STREET_ADDRESS>"),
+        ("he gave me his address: 85 Trg revolucije 12", "he gave me his address: <STREET_ADDRESS>"),
+        ("Please update my new address is Grote Baan 477, thanks", "Please update my new address is <STREET_ADDRESS>, thanks"),
+        ("new address: Sireli 74, Tartu", "new address: <STREET_ADDRESS>"),
+        # the full stop after an address written after a cue stays, a house number's dot
+        # inside one is part of it
+        ("My new address is Grote Baan 477. Thanks", "My new address is <STREET_ADDRESS>. Thanks"),
+        ("He lives at 9143 Madison Ct, Austin, TX 78718. Call him", "He lives at <STREET_ADDRESS>. Call him"),
+        ("Her address: Hegedűs Gyula utca 76., Budapest", "Her address: <STREET_ADDRESS>"),
+        # no street after the label: a number alone, an e-mail or IP, a sentence, a status
+        ("IP address: 10.0.0.5 and 10.0.0.6", "IP address: <IP_ADDRESS> and <IP_ADDRESS>"),
+        ("Email address: jane@example.com, 2 accounts", "Email address: <EMAIL>, 2 accounts"),
+        ("Address: TBD, call back in 2 days", None),
+        ("Shipping address: same as billing, 2 items", None),
+        ("The address: 404 Not Found", None),
+        ("Server address: 10 nodes in region 3", None),
+        ("MAC address: 3C:22:FB:0A:11:9E", None),
+        ("Wallet address: 0x52908400098527886E0F7030069857D2E4169EE7", None),
+        ("My new address is on the form, 2 pages", None),
+    ],
+)
+def test_an_address_after_an_address_label_is_masked(text, expected):
+    """Found by the recall review: 'address:' (a label, or 'his address: ...') never worked as
+    a cue (the pattern wanted a word boundary after the colon), and 'new address is' stopped
+    at 'is'; a street with no type word after them ('Grote Baan 477') was kept."""
+    assert_masks_to(text, expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Ask Siobhan and Mark about the invoice.", "Ask <PERSON> and <PERSON> about the invoice."),
+        ("The founders are Zulunil, Siobhan and Abakumova.", "The founders are <PERSON>, <PERSON> and <PERSON>."),
+        ("Tihomir and Priya signed the lease.", "<PERSON> and <PERSON> signed the lease."),
+        ("Guests: Zulunil, Mark, Kaylee.", "Guests: <PERSON>, <PERSON>, <PERSON>."),
+        ("Okafor & Bill will attend, or Priya or Tihomir", "<PERSON> & <PERSON> will attend, or <PERSON> or <PERSON>"),
+        # two items joined by a comma alone (a form of address), words that are no names,
+        # and a list with no listed name in it
+        ("Priya, Zendesk is down again.", "<PERSON>, Zendesk is down again."),
+        ("Thanks Priya and Support for the help", "Thanks <PERSON> and Support for the help"),
+        ("Priya uses Hubspot, Twilio and Datadog", "<PERSON> uses Hubspot, Twilio and Datadog"),
+        ("Priya and I met the CEO and CTO", "<PERSON> and I met the CEO and CTO"),
+        ("Priya. Mark the date and Tihomir too", "<PERSON>. Mark the date and Tihomir too"),
+        ("Priya, Monday and Tuesday work", "<PERSON>, Monday and Tuesday work"),
+        ("Priya and Zulunil 2 are down", "<PERSON> and Zulunil 2 are down"),
+        # a place, a relation, or an item after 'the' is no name of the list
+        ("The firm is based in London, and Priya is its CEO", "The firm is based in London, and <PERSON> is its CEO"),
+        ("Flights to Paris and Siobhan's hotel", "Flights to Paris and <PERSON>'s hotel"),
+        ("It looks like Siobhan and Son", "It looks like <PERSON> and Son"),
+        ("a war between the Zulunil and Okonkwo clans", "a war between the Zulunil and <PERSON> clans"),
+        ("Ask Siobhan or The Simpsons fans", "Ask <PERSON> or The Simpsons fans"),
+        ("Python, Rust and Go are fine; Hubspot and Twilio too", None),
+    ],
+)
+def test_an_unlisted_or_ambiguous_name_in_a_list_with_a_listed_one(text, expected):
+    """Found by the recall review: 'Siobhan and Mark', 'Zulunil, Siobhan and Abakumova' kept
+    the names no list has as a sure name ('Mark' is also a word, 'Zulunil' in no list);
+    a list of names ('and', '&', 'or', or three or more items) that holds a sure one is read whole."""
+    assert_masks_to(text, expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Ship to 123 Main St, New York, NY 10001 please", "Ship to <STREET_ADDRESS> please"),
+        ("500 Elm Ave, Salt Lake City, UT 84101", "<STREET_ADDRESS>"),
+        ("9 Pine St\nGrand Rapids, MI 49503", "<STREET_ADDRESS>"),
+        ("4 High Street, Long Eaton NG10 1AA", "<STREET_ADDRESS>"),
+        ("22 Baker Street\nNew Milton\nBH25 6AA", "<STREET_ADDRESS>"),
+        ("Sent from 5 Oak Road, New Delhi 110001", "Sent from <STREET_ADDRESS>"),
+        # a state that is also a word ('IN', 'OR', 'OK') after the city
+        ("1 Main St, Indianapolis, IN 46204", "<STREET_ADDRESS>"),
+        ("1 Main St, Portland, OR 97201.", "<STREET_ADDRESS>."),
+        ("1 Main St, Tulsa OK 74103", "<STREET_ADDRESS>"),
+        # common words with no state or postcode after them, or a year, stay out
+        ("I live at 12 Main St, New Year plans are set", "I live at <STREET_ADDRESS>, New Year plans are set"),
+        ("12 Main St, Great Service Today", "<STREET_ADDRESS>, Great Service Today"),
+        ("We moved to 12 Main St, Summer 2023 was busy", "We moved to <STREET_ADDRESS>, Summer 2023 was busy"),
+        ("12 Main St\nBest Wishes\n2024", "<STREET_ADDRESS>\nBest Wishes\n2024"),
+        ("12 Main St, Big Sale, OK?", "<STREET_ADDRESS>, Big Sale, OK?"),
+    ],
+)
+def test_a_city_holding_a_common_word_or_a_state_that_is_one_stays_in_the_address(text, expected):
+    """Found by the recall review: '123 Main St, New York, NY 10001' kept 'New York, NY 10001'
+    ('new' is a common word) and '1 Main St, Portland, OR 97201' kept 'Portland, OR 97201'
+    ('or' is a function word): a city's words may be common ones when a state or a postcode
+    (no year) follows it, and a state code is no word of the city."""
+    assert_masks_to(text, expected)
