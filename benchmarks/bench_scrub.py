@@ -187,7 +187,6 @@ def main(argv: list[str] | None = None) -> int:
     # then slows both sides alike, and each side's caches are as warm as the other's
     corpora = {"": (distinct, psample), **{k: (t, t[:n]) for k, (t, n) in others.items() if t}}
     columns = {k: pl.Series(t, dtype=pl.String) for k, (t, _) in corpora.items()}
-    totals: dict[str, list[float]] = {}
     per_round: list[dict[str, Rate]] = []  # each round's rates: the spread of a ratio within this run
     for _ in range(args.rounds):
         this_round: dict[str, Rate] = {}
@@ -196,16 +195,18 @@ def main(argv: list[str] | None = None) -> int:
             if not key:  # like for like: only the types Presidio's patterns look for
                 steps.append(("ours_patterns", len(texts_), ours(columns[key], PATTERN_TYPES)))
             for side, n, fn in steps:
-                wall, cpu = _timed(fn)
-                this_round[f"{side}_{key}"] = Rate(n, wall, cpu)
-                total = totals.setdefault(f"{side}_{key}", [0, 0.0, 0.0])
-                total[:] = [total[0] + n, total[1] + wall, total[2] + cpu]
+                this_round[f"{side}_{key}"] = Rate(n, *_timed(fn))
         per_round.append(this_round)
-    rates = {k: Rate(int(v[0]), v[1], v[2]) for k, v in totals.items()}
+    # over all rounds: the first (cold) one and the warm ones together
+    rates = {
+        k: Rate(*(sum(getattr(r[k], f) for r in per_round) for f in ("texts", "wall_s", "cpu_s")))
+        for k in per_round[0]
+    }
 
     def spread(ours_key: str, presidio_key: str) -> list[float]:
         """The wall-clock ratio of each round, in order (the first round is the cold one)."""
         return [r[ours_key].wall / r[presidio_key].wall for r in per_round]
+
     ours_series, presidio_analyze = rates["ours_"], rates["presidio_"]
     presidio_scrub = Rate(
         len(psample), *_timed(lambda: [pii_eval.presidio_scrub(analyzer, t) for t in psample])

@@ -1503,11 +1503,11 @@ def _possessive_name(text: str, start: int, p: _Py) -> Iterator[Candidate]:
     end = start
     for i in range(len(words) - 1, -1, -1):
         tok = words[i]
-        if i == len(words) - 1:
-            end = tok.start() + len(_strip_possessive(tok.group()))
-        low = _strip_possessive(tok.group()).lower()
-        if low in STOPWORDS or _token_class(tok.group()) == _OTHER:  # 'The' is a listed name too
+        core = _strip_possessive(tok.group())
+        if core.lower() in STOPWORDS or _token_class(tok.group()) == _OTHER:  # 'The' is a listed name too
             break
+        if i == len(words) - 1:
+            end = tok.start() + len(core)
         name_start = tok.start()
         if i and text[words[i - 1].end() : tok.start()] != " ":
             break
